@@ -1,0 +1,1 @@
+"""The `fastclr` command line."""

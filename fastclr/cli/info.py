@@ -1,0 +1,46 @@
+"""`fastclr info`: versions, the device, and which loss backends are usable here (and why not)."""
+
+import argparse
+import importlib.metadata
+import platform
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info", help="print versions, the GPU if any, and which loss backends are usable here"
+    )
+    parser.set_defaults(func=run)
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastclr import __version__
+    from fastclr.ops.backends import usability_report
+
+    print(f"fastclr       {__version__}")
+    print(f"python        {platform.python_version()}")
+    print(f"torch         {torch.__version__} (CUDA build {torch.version.cuda or 'none'})")
+    print(f"torchvision   {package_version('torchvision')}")
+    print(f"triton        {package_version('triton')}")
+    print(f"nvidia-dali   {package_version('nvidia-dali-cuda130')}")
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        name = torch.cuda.get_device_name(device)
+        print(f"device        {name} (driver CUDA {torch.version.cuda})")
+    else:
+        device = torch.device("cpu")
+        print("device        cpu (no CUDA device visible)")
+    print(f"loss backends for {device.type} tensors:")
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, reason in usability_report(device, dtype).items():
+            status = "usable" if reason is None else f"unavailable: {reason}"
+            print(f"  {name:<10} {str(dtype).removeprefix('torch.'):<9} {status}")
+    return 0

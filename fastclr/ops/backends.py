@@ -1,0 +1,85 @@
+"""Registry of loss backends: what each needs, whether it is usable here, and what "auto" picks.
+
+A memory-efficient backend is a module exposing `forward_rows` and `backward_rows` (the contract in
+fastclr/ops/chunked.py) and an availability check `(device, dtype) -> None | reason`. Backends are
+imported lazily: `import fastclr` never imports triton or compiles CUDA.
+"""
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+Availability = Callable[[torch.device, torch.dtype], "str | None"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    summary: str
+    module: str | None  # primitives module; None for the reference, which is not row-blocked
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """None when usable for tensors of this device and dtype, else why not."""
+        if self.module is None:
+            return None
+        try:
+            module = self.load()
+        except ImportError as err:
+            return f"cannot import {self.module}: {err}"
+        check = getattr(module, "availability", None)
+        return check(device, dtype) if check is not None else None
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("reference", "plain PyTorch, builds the 2N x 2N matrix (the oracle)", None),
+        Backend("chunked", "PyTorch row blocks, O(N*D) memory, any device", "fastclr.ops.chunked"),
+        Backend("triton", "fused Triton kernels, O(N*D) memory", "fastclr.ops.triton_backend"),
+        Backend("cuda", "fused CUDA C++ kernels, O(N*D) memory", "fastclr.ops.cuda_backend"),
+    )
+}
+
+# Fused backends "auto" tries for CUDA tensors, best first. The CPU path is always "chunked":
+# fp32 accumulation and bounded memory at every size.
+AUTO_CUDA_ORDER = ("triton", "cuda", "chunked")
+
+
+def interpreting_triton() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    """The Backend to run for `name` ("auto" or a registered name) on tensors of device/dtype.
+
+    Raises ValueError for an unknown name or a backend not usable here, naming the usable ones.
+    """
+    if name == "auto":
+        order = AUTO_CUDA_ORDER if device.type == "cuda" else ("chunked",)
+        for candidate in order:
+            if BACKENDS[candidate].unavailable_reason(device, dtype) is None:
+                return BACKENDS[candidate]
+        return BACKENDS["reference"]
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {tuple(BACKENDS)}, got {name!r}")
+    backend = BACKENDS[name]
+    reason = backend.unavailable_reason(device, dtype)
+    if reason is not None:
+        usable = [n for n, b in BACKENDS.items() if b.unavailable_reason(device, dtype) is None]
+        raise ValueError(
+            f"backend={name!r} is not usable for {dtype} tensors on {device}: {reason}. "
+            f"Usable here: {usable} (or backend='auto')"
+        )
+    return backend
+
+
+def usability_report(device: torch.device, dtype: torch.dtype) -> dict[str, str | None]:
+    """name -> None if usable on device/dtype, else the reason (for `fastclr info`)."""
+    return {name: b.unavailable_reason(device, dtype) for name, b in BACKENDS.items()}

@@ -1,0 +1,60 @@
+"""fastclr.ops.nt_xent: the drop-in NT-Xent (SimCLR) loss with a choice of backends."""
+
+from torch import Tensor
+
+from fastclr.ops import backends
+from fastclr.ops.function import nt_xent_rows
+from fastclr.ops.reference import nt_xent_reference
+from fastclr.ops.validation import check_projections, check_reduction, check_temperature
+
+
+def nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float = 0.5,
+    *,
+    reduction: str = "mean",
+    backend: str = "auto",
+    gather_distributed: bool = False,
+) -> Tensor:
+    """NT-Xent loss of SimCLR (Chen et al., 2020) on two batches of projections.
+
+    L = 1/(2N) sum_k [l(k, k+N) + l(k+N, k)],
+    l(i, j) = -log( exp(sim(z_i, z_j)/tau) / sum_{k != i} exp(sim(z_i, z_k)/tau) ), sim = cosine,
+    over the rows of cat(z1, z2).
+
+    Args:
+        z1, z2: [N, D] projections of the two views, unnormalized, any float dtype, same device.
+            Row k of z1 and row k of z2 are views of the same image.
+        temperature: tau > 0 (SimCLR: 0.1 at large batch, 0.5 at small).
+        reduction: "mean" (the paper's L), "sum", or "none" ([2N] per-row losses, cat(z1, z2) order).
+        backend: "auto" (best usable: Triton/CUDA kernels for CUDA tensors, else "chunked"),
+            "reference" (plain PyTorch, O(N^2) memory), "chunked" (PyTorch row blocks, O(N*D)),
+            "triton" or "cuda" (fused kernels, O(N*D)).
+        gather_distributed: use every rank's rows as negatives (torch.distributed).
+
+    Returns:
+        The loss: a scalar, or [2N] with reduction="none". fp32 for fp16/bf16/fp32 inputs (the
+        memory-efficient backends accumulate in fp32), fp64 for fp64; "reference" keeps the
+        inputs' dtype.
+
+    Zero rows normalize as F.normalize does (to zero, never NaN). NaN or Inf in the inputs
+    propagates to the loss, as it does in the reference: it is not masked.
+    """
+    check_projections(z1, z2)
+    temperature = check_temperature(temperature)
+    check_reduction(reduction)
+    chosen = backends.resolve(backend, z1.device, z1.dtype)
+    if gather_distributed:
+        raise NotImplementedError(
+            "gather_distributed=True (global negatives across ranks) is not implemented yet; "
+            "call nt_xent without it on each rank for per-rank negatives"
+        )
+    if chosen.module is None:
+        return nt_xent_reference(z1, z2, temperature, reduction)
+    rows = nt_xent_rows(z1, z2, temperature, chosen.load())
+    if reduction == "mean":
+        return rows.mean()
+    if reduction == "sum":
+        return rows.sum()
+    return rows

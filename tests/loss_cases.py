@@ -1,0 +1,21 @@
+"""Helpers shared by the loss tests: backends usable here and float64 reference comparisons."""
+
+import torch
+
+from fastclr.ops.backends import BACKENDS
+from fastclr.ops.reference import nt_xent_reference
+
+
+def usable_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
+    return [n for n, b in BACKENDS.items() if b.unavailable_reason(device, dtype) is None]
+
+
+def reference_value_and_grads(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, upstream: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row losses and d(sum upstream * losses)/d(z1, z2) in float64."""
+    a = z1.detach().double().requires_grad_()
+    b = z2.detach().double().requires_grad_()
+    rows = nt_xent_reference(a, b, temperature, reduction="none")
+    ga, gb = torch.autograd.grad((rows * upstream.double()).sum(), [a, b])
+    return rows.detach(), ga, gb

@@ -1,0 +1,76 @@
+"""Bad input raises an error that names the argument and the fix."""
+
+import pytest
+import torch
+
+from fastclr import NTXentLoss
+from fastclr.ops.nt_xent import nt_xent
+
+Z = torch.randn(4, 8)
+
+
+@pytest.mark.parametrize(
+    ("z1", "z2", "error", "match"),
+    [
+        (Z, torch.randn(5, 8), ValueError, "same shape"),
+        (Z, torch.randn(4, 9), ValueError, "same shape"),
+        (torch.randn(4, 8, 2), torch.randn(4, 8, 2), ValueError, "z1 must be 2-D.*flatten"),
+        (torch.randn(8), torch.randn(8), ValueError, "z1 must be 2-D"),
+        (Z, torch.randn(4), ValueError, "z2 must be 2-D"),
+        (torch.randn(0, 8), torch.randn(0, 8), ValueError, "N = 0"),
+        (torch.randn(4, 0), torch.randn(4, 0), ValueError, "D = 0"),
+        (Z, Z.double(), TypeError, "cast both to one dtype"),
+        (Z.long(), Z.long(), TypeError, "z1 has dtype torch.int64.*float"),
+        (Z, Z.bool(), TypeError, "z2 has dtype torch.bool"),
+        (Z.numpy(), Z, TypeError, "z1 must be a torch.Tensor"),
+    ],
+)
+def test_bad_projections(z1, z2, error, match) -> None:
+    with pytest.raises(error, match=match):
+        nt_xent(z1, z2)
+
+
+def test_different_devices() -> None:
+    meta = torch.randn(4, 8, device="meta")
+    with pytest.raises(ValueError, match="z1 is on cpu but z2 is on meta: move both"):
+        nt_xent(Z, meta)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -0.1, float("nan"), float("inf")])
+def test_bad_temperature_value(temperature: float) -> None:
+    with pytest.raises(ValueError, match="temperature must be finite and > 0"):
+        nt_xent(Z, Z, temperature)
+    with pytest.raises(ValueError, match="temperature"):
+        NTXentLoss(temperature)
+
+
+@pytest.mark.parametrize("temperature", ["0.5", None, True])
+def test_bad_temperature_type(temperature) -> None:
+    with pytest.raises(TypeError, match="temperature must be a number"):
+        nt_xent(Z, Z, temperature)
+
+
+def test_tensor_temperature_is_accepted() -> None:
+    assert torch.equal(nt_xent(Z, Z.flip(0), torch.tensor(0.2)), nt_xent(Z, Z.flip(0), 0.2))
+
+
+def test_unknown_reduction() -> None:
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none'\)"):
+        nt_xent(Z, Z, reduction="avg")
+
+
+def test_unknown_backend_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of .*'chunked'"):
+        nt_xent(Z, Z, backend="flash")
+
+
+def test_unusable_backend_says_which_are_usable() -> None:
+    with pytest.raises(
+        ValueError, match=r"backend='cuda' is not usable .*Usable here: \[.*'chunked'"
+    ):
+        nt_xent(Z, Z, backend="cuda")
+
+
+def test_gather_distributed_is_not_silently_ignored() -> None:
+    with pytest.raises((NotImplementedError, RuntimeError), match="distributed"):
+        nt_xent(Z, Z, gather_distributed=True)
