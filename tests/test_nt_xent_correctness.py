@@ -10,7 +10,11 @@ from fastclr.ops import chunked
 from fastclr.ops.function import nt_xent_rows
 from fastclr.ops.nt_xent import nt_xent
 from fastclr.ops.reference import nt_xent_reference
-from tests.loss_cases import reference_value_and_grads, usable_backends
+from tests.loss_cases import (
+    assert_at_most_twice_torchs_error,
+    reference_value_and_grads,
+    usable_backends,
+)
 
 CPU = torch.device("cpu")
 BACKENDS_FP32 = usable_backends(CPU, torch.float32)
@@ -65,9 +69,7 @@ def test_low_precision_error_at_most_twice_torchs_own(backend: str, dtype: torch
     )
     torchs = rows_and_grads(lambda a, b: nt_xent_reference(a, b, temperature, reduction="none"))
     for mine, theirs, exact in zip(ours, torchs, (ref_rows, ref_g1, ref_g2), strict=True):
-        my_err = (mine - exact).abs().max().item()
-        torch_err = (theirs - exact).abs().max().item()
-        assert my_err <= 2 * torch_err + 1e-6, (my_err, torch_err)
+        assert_at_most_twice_torchs_error(mine, theirs, exact, dtype)
 
 
 def test_chunked_gradcheck_float64_across_blocks() -> None:

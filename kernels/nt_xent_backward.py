@@ -1,0 +1,170 @@
+"""NT-Xent backward: gradient of Σ_j g_j loss_j with respect to the normalized rows, one row-parallel
+pass that recomputes the similarity tiles from the saved log-sum-exp.
+
+For row i of zr with global index r = row_ids[i] among the C rows of zc, pos = (r + C/2) mod C,
+s_ik = inv_temp · <zr_i, zc_k>, and P_ik = exp(s_ik − lse_r) (S is symmetric, so P_ki =
+exp(s_ik − lse_k)):
+    w_ik    = g_r · exp(s_ik − lse_r) + g_k · exp(s_ik − lse_k)        (k ≠ r; w_ir = 0)
+    grad_i  = inv_temp · [ Σ_k w_ik zc_k − (g_r + g_pos) zc_pos ]
+
+Each program owns BLOCK_M rows and one BLOCK_D-wide slice of the feature dimension (the whole of D on the
+single-D fast path) and walks the C columns in BLOCK_N tiles: s = zr·zc_tileᵀ, then w, then
+acc += w·zc_tile into an fp32 [BLOCK_M, BLOCK_D] accumulator. The positive term goes into the weight of
+the positive column, w_i,pos −= g_r + g_pos, in fp32 before the weights are rounded for the product:
+near convergence P_i,pos → 1 and the two nearly cancel, so rounding them apart would leave an error of
+the size of the terms instead of the (small) gradient. No atomics; memory: the [M, D] fp32 output only.
+
+Exponentials: with SHARED_EXP (chosen by the launcher for inv_temp ≤ 30) both terms of w share one
+exp2, since |s_ik| ≤ inv_temp for unit rows:
+    w_ik = exp(s_ik − inv_temp) · (a_i + b_k),  a_i = g_r exp(inv_temp − lse_r),  b_k = g_k exp(inv_temp − lse_k)
+with inv_temp ≤ 30 every factor stays inside fp32 range (exp(±2·inv_temp) = e^±60, with room for
+|g| up to ~1e12, e.g. AMP loss scaling). Otherwise two exp2 per element.
+
+The second product runs in the operand dtype (tensor cores for fp16/bf16). fp16 cannot hold the weights
+(they are ~g/C, far below fp16's smallest normal), so with SCALE_WEIGHTS each row's weights are
+multiplied by 2^14 / (|g_r| + max_k |g_k|) — they are bounded by |g_r| + max|g| since 0 ≤ P ≤ 1 — and the
+accumulator is divided back at the end.
+"""
+
+import triton
+import triton.language as tl
+
+from fastclr.kernels import configs
+
+LOG2E: tl.constexpr = 1.4426950408889634
+WEIGHT_RANGE: tl.constexpr = 16384.0  # fp16 weights are scaled into [-2^14, 2^14]
+
+
+@triton.autotune(
+    configs=configs.backward_configs(),
+    key=["M", "C", "D"],
+    prune_configs_by={"early_config_prune": configs.prune_backward},
+)
+@triton.heuristics(
+    {
+        "EVEN_N": lambda args: args["C"] % args["BLOCK_N"] == 0,
+        "EVEN_D": lambda args: args["D"] % args["BLOCK_D"] == 0,
+    }
+)
+@triton.jit
+def nt_xent_backward_kernel(
+    ZR_ptr,
+    ZC_ptr,
+    ROW_IDS_ptr,
+    LSE_ptr,
+    G_ptr,
+    G_MAX_ptr,
+    GRAD_ptr,
+    M,
+    C,
+    D,
+    stride_zrm,
+    stride_zrd,
+    stride_zcn,
+    stride_zcd,
+    stride_gradm,
+    stride_gradd,
+    inv_temp,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SINGLE_D: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    SHARED_EXP: tl.constexpr,
+    SCALE_WEIGHTS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = offs_m < M
+    row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
+    pos_ids = (row_ids + C // 2) % C
+    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
+    offs_out = pid_d * BLOCK_D + offs_d  # the feature slice this program writes
+    out_mask = offs_out < D
+    scale = inv_temp * LOG2E  # logits in base 2
+
+    lse_r = tl.load(LSE_ptr + row_ids) * LOG2E
+    g_r = tl.load(G_ptr + row_ids)
+    g_pos_pair = g_r + tl.load(G_ptr + pos_ids)
+    if SHARED_EXP:
+        a_r = g_r * tl.exp2(scale - lse_r)
+    if SCALE_WEIGHTS:
+        # Rows past M get zero weights: their s = 0 may exceed lse_r, where w is not bounded.
+        g_bound = tl.abs(g_r) + tl.load(G_MAX_ptr)
+        scalable = row_mask & (g_bound > 0)
+        w_scale = tl.where(scalable, WEIGHT_RANGE / g_bound, 0.0)
+        w_unscale = tl.where(scalable, g_bound / WEIGHT_RANGE, 0.0)
+
+    if SINGLE_D:
+        zr_ptrs = ZR_ptr + offs_m[:, None] * stride_zrm + offs_d[None, :] * stride_zrd
+        if EVEN_D:
+            zr = tl.load(zr_ptrs, mask=row_mask[:, None], other=0.0)
+        else:
+            zr = tl.load(zr_ptrs, mask=row_mask[:, None] & out_mask[None, :], other=0.0)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(0, C, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        col_mask = offs_n < C
+        # Columns past C load zero rows and get zero weight (their s = 0 may exceed lse_r, where the
+        # shared exponential's bound on w does not hold).
+        if EVEN_N:
+            lse_c = tl.load(LSE_ptr + offs_n) * LOG2E
+            g_c = tl.load(G_ptr + offs_n)
+        else:
+            lse_c = tl.load(LSE_ptr + offs_n, mask=col_mask, other=0.0) * LOG2E
+            g_c = tl.load(G_ptr + offs_n, mask=col_mask, other=0.0)
+        if SINGLE_D:
+            zc_ptrs = ZC_ptr + offs_n[:, None] * stride_zcn + offs_d[None, :] * stride_zcd
+            if EVEN_N & EVEN_D:
+                zc = tl.load(zc_ptrs)
+            else:
+                zc = tl.load(zc_ptrs, mask=col_mask[:, None] & out_mask[None, :], other=0.0)
+            dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
+        else:
+            dots = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for start_d in range(0, D, BLOCK_D):
+                cols_d = start_d + offs_d  # int64: no overflow for any stride
+                d_mask = cols_d < D
+                zr = tl.load(
+                    ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
+                    mask=row_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )
+                zc_d = tl.load(
+                    ZC_ptr + offs_n[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
+                    mask=col_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )
+                dots = tl.dot(zr, tl.trans(zc_d), dots, input_precision=DOT_PRECISION)
+            zc = tl.load(
+                ZC_ptr + offs_n[:, None] * stride_zcn + offs_out[None, :] * stride_zcd,
+                mask=col_mask[:, None] & out_mask[None, :],
+                other=0.0,
+            )
+        s = dots * scale
+        if SHARED_EXP:
+            b_c = g_c * tl.exp2(scale - lse_c)
+            w = tl.exp2(s - scale) * (a_r[:, None] + b_c[None, :])
+        else:
+            # s_ik <= lse of both rows except in the self column (zeroed below): clamping keeps
+            # that column finite instead of overflowing exp2.
+            p_row = tl.exp2(tl.minimum(s - lse_r[:, None], 0.0))
+            p_col = tl.exp2(tl.minimum(s - lse_c[None, :], 0.0))
+            w = g_r[:, None] * p_row + g_c[None, :] * p_col
+        w = tl.where(offs_n[None, :] == pos_ids[:, None], w - g_pos_pair[:, None], w)
+        drop = offs_n[None, :] == row_ids[:, None]
+        if not EVEN_N:
+            drop = drop | (offs_n[None, :] >= C)
+        w = tl.where(drop, 0.0, w)
+        if SCALE_WEIGHTS:
+            w = w * w_scale[:, None]
+        acc = tl.dot(w.to(zc.dtype), zc, acc, input_precision=DOT_PRECISION)
+
+    if SCALE_WEIGHTS:
+        acc = acc * w_unscale[:, None]
+    grad_ptrs = GRAD_ptr + offs_m[:, None] * stride_gradm + offs_out[None, :] * stride_gradd
+    tl.store(grad_ptrs, acc * inv_temp, mask=row_mask[:, None] & out_mask[None, :])

@@ -1,0 +1,136 @@
+"""NT-Xent forward: per-row masked log-sum-exp and positive logit, streaming tiles of zr·zcᵀ.
+
+For each row i of zr (global index r = row_ids[i] among the C rows of zc, pos(r) = (r + C/2) mod C):
+    s_ik      = inv_temp · <zr_i, zc_k>
+    lse_i     = log Σ_{k≠r} exp(s_ik)
+    pos_logit = inv_temp · <zr_i, zc_pos(r)>
+
+Each program owns BLOCK_M rows and walks the C columns in BLOCK_N tiles with the online softmax state
+(m_i, l_i) of flash-attention, in base 2: the logits are scaled by inv_temp·log2(e) so the exponential
+is one exp2. The self column and columns past C are masked with -inf. The positive logit is a separate
+fp32 dot product of each row with its gathered positive row after the loop, which keeps the tile loop
+free of it. Memory: the outputs only (2·M fp32); nothing of C x C is ever formed.
+
+Products accumulate in fp32 (tl.dot); fp32 operands use DOT_PRECISION ("tf32" or "tf32x3"). When D fits
+in one BLOCK_D (SINGLE_D) the row tile is loaded once; otherwise every column tile loops over D in
+BLOCK_D chunks. Offsets are int64, so C·D beyond 2^31 elements is safe.
+"""
+
+import triton
+import triton.language as tl
+
+from fastclr.kernels import configs
+
+LOG2E: tl.constexpr = 1.4426950408889634
+LN2: tl.constexpr = 0.6931471805599453
+
+
+@triton.autotune(
+    configs=configs.forward_configs(),
+    key=["M", "C", "D"],
+    prune_configs_by={"early_config_prune": configs.prune_forward},
+)
+@triton.heuristics(
+    {
+        "EVEN_N": lambda args: args["C"] % args["BLOCK_N"] == 0,
+        "EVEN_D": lambda args: args["D"] % args["BLOCK_D"] == 0,
+    }
+)
+@triton.jit
+def nt_xent_forward_kernel(
+    ZR_ptr,
+    ZC_ptr,
+    ROW_IDS_ptr,
+    LSE_ptr,
+    POS_LOGIT_ptr,
+    M,
+    C,
+    D,
+    stride_zrm,
+    stride_zrd,
+    stride_zcn,
+    stride_zcd,
+    inv_temp,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SINGLE_D: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = offs_m < M
+    row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
+    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
+    scale = inv_temp * LOG2E  # logits in base 2: exp(s) = exp2(s · log2 e)
+
+    if SINGLE_D:
+        zr_ptrs = ZR_ptr + offs_m[:, None] * stride_zrm + offs_d[None, :] * stride_zrd
+        if EVEN_D:
+            zr = tl.load(zr_ptrs, mask=row_mask[:, None], other=0.0)
+        else:
+            zr = tl.load(zr_ptrs, mask=row_mask[:, None] & (offs_d[None, :] < D), other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for start_n in range(0, C, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        col_mask = offs_n < C
+        if SINGLE_D:
+            zc_ptrs = ZC_ptr + offs_n[:, None] * stride_zcn + offs_d[None, :] * stride_zcd
+            if EVEN_N & EVEN_D:
+                zc = tl.load(zc_ptrs)
+            else:
+                zc = tl.load(zc_ptrs, mask=col_mask[:, None] & (offs_d[None, :] < D), other=0.0)
+            dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
+        else:
+            dots = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for start_d in range(0, D, BLOCK_D):
+                cols_d = start_d + offs_d  # int64: no overflow for any stride
+                d_mask = cols_d < D
+                zr = tl.load(
+                    ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
+                    mask=row_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )
+                zc = tl.load(
+                    ZC_ptr + offs_n[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
+                    mask=col_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )
+                dots = tl.dot(zr, tl.trans(zc), dots, input_precision=DOT_PRECISION)
+        s = dots * scale
+        keep = offs_n[None, :] != row_ids[:, None]
+        if not EVEN_N:
+            keep = keep & col_mask[None, :]
+        s = tl.where(keep, s, float("-inf"))
+        # Online softmax. The first tile always holds a finite entry per row (C >= 2 columns, at most
+        # one of them masked as self), so m_new is finite and exp2(m_i - m_new) never sees -inf - -inf.
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 1)
+        m_i = m_new
+    lse = (m_i + tl.log2(l_i)) * LN2
+
+    # Positive logit: fp32 dot of each row with its positive, gathered by global index.
+    pos_ids = (row_ids + C // 2) % C
+    pos_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for start_d in range(0, D, BLOCK_D):
+        cols_d = start_d + offs_d
+        mask = row_mask[:, None] & (cols_d < D)[None, :]
+        zr_d = tl.load(
+            ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
+            mask=mask,
+            other=0.0,
+        )
+        zp_d = tl.load(
+            ZC_ptr + pos_ids[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
+            mask=mask,
+            other=0.0,
+        )
+        pos_dot += tl.sum(zr_d.to(tl.float32) * zp_d.to(tl.float32), 1)
+
+    tl.store(LSE_ptr + offs_m, lse, mask=row_mask)
+    tl.store(POS_LOGIT_ptr + offs_m, pos_dot * inv_temp, mask=row_mask)
