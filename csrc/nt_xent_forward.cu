@@ -1,0 +1,119 @@
+// NT-Xent forward: per-row masked log-sum-exp and positive logit, never materializing C x C.
+//
+//   s_ik      = inv_temp * <zr_i, zc_k>
+//   lse_i     = log sum_{k != row_ids[i]} exp(s_ik)
+//   pos_logit = s_{i, pos(i)},   pos(i) = (row_ids[i] + C/2) % C
+//
+// One CTA owns kBlockM rows and walks every kBlockN-column tile of zc. A tile's scores are a tile
+// product over D in kBlockD stages (tensor cores for fp16/bf16, FMAs for fp32, fp32 accumulation),
+// staged in shared memory; then each row's two threads fold the tile into an online (max, sum).
+// Extra memory: shared only (~36 KB per CTA); global traffic O(M/kBlockM * C * D).
+// A row_ids entry outside [0, C) yields NaN for that row instead of reading out of bounds.
+
+#include <cmath>
+
+#include "nt_xent_params.h"
+#include "nt_xent_tiles.cuh"
+
+namespace fastclr {
+namespace {
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentForwardParams p) {
+  using Cfg = TileConfig<T>;
+  __shared__ __align__(128) T s_rows[kBlockM * Cfg::kLdIn];
+  __shared__ __align__(128) T s_cols[kBlockN * Cfg::kLdIn];
+  __shared__ __align__(128) float s_scores[kBlockM * kLdScores];
+
+  const T* zr = static_cast<const T*>(p.zr);
+  const T* zc = static_cast<const T*>(p.zc);
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
+
+  // Epilogue mapping: row r has threads 2r and 2r+1 (neighbouring lanes); thread `parity` owns the
+  // tile columns c = parity + 2j. Interleaving keeps the score reads to 2-way bank conflicts.
+  const int r = threadIdx.x / 2;
+  const int parity = threadIdx.x % 2;
+  const int64_t row = row0 + r;
+  const bool row_in = row < p.M;
+  int64_t self_col = -1;
+  int64_t pos_col = -1;  // -1 never matches a column: rows out of range write nothing
+  bool ids_ok = false;
+  if (row_in) {
+    self_col = p.row_ids[row];
+    ids_ok = self_col >= 0 && self_col < p.C;
+    if (ids_ok) pos_col = (self_col + p.C / 2) % p.C;
+  }
+
+  float m_i = -INFINITY;  // running max of this thread's valid logits
+  float l_i = 0.f;        // running sum of exp(logit - m_i)
+  TileMma<T> scores;
+
+  for (int64_t col0 = 0; col0 < p.C; col0 += kBlockN) {
+    scores.zero();
+    for (int64_t d0 = 0; d0 < p.D; d0 += Cfg::kBlockD) {
+      __syncthreads();  // every warp is done with the previous stage's tiles
+      load_tile<T, kBlockM, Cfg::kBlockD, Cfg::kLdIn>(s_rows, zr, p.stride_zr, row0, p.M, d0, p.D);
+      load_tile<T, kBlockN, Cfg::kBlockD, Cfg::kLdIn>(s_cols, zc, p.stride_zc, col0, p.C, d0, p.D);
+      __syncthreads();
+      scores.template mma_abt<Cfg::kBlockD, Cfg::kLdIn>(s_rows, s_cols);
+    }
+    __syncthreads();  // the previous tile's epilogue is done reading s_scores (also when D == 0)
+    scores.template store<kLdScores>(s_scores);
+    __syncthreads();
+
+    float logits[kBlockN / 2];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kBlockN / 2; ++j) {
+      const int c = parity + 2 * j;
+      const int64_t k = col0 + c;
+      const float s = s_scores[r * kLdScores + c] * p.inv_temp;
+      if (k == pos_col) p.pos_logit[row] = s;  // exactly one thread sees each row's positive
+      logits[j] = (ids_ok && k < p.C && k != self_col) ? s : -INFINITY;
+      tile_max = fmaxf(tile_max, logits[j]);
+    }
+    if (tile_max > -INFINITY) {
+      const float m_new = fmaxf(m_i, tile_max);
+      l_i *= expf(m_i - m_new);  // exp(-inf) = 0 on the first valid tile
+#pragma unroll
+      for (int j = 0; j < kBlockN / 2; ++j) l_i += expf(logits[j] - m_new);
+      m_i = m_new;
+    }
+  }
+
+  // Merge the two half-rows; all 32 lanes take part in the shuffles.
+  const float m_other = __shfl_xor_sync(0xffffffffu, m_i, 1);
+  const float l_other = __shfl_xor_sync(0xffffffffu, l_i, 1);
+  const float m_row = fmaxf(m_i, m_other);
+  float l_row = 0.f;
+  if (m_row > -INFINITY) l_row = l_i * expf(m_i - m_row) + l_other * expf(m_other - m_row);
+  if (row_in && parity == 0) {
+    p.lse[row] = ids_ok ? m_row + logf(l_row) : NAN;
+    if (!ids_ok) p.pos_logit[row] = NAN;
+  }
+}
+
+template <typename T>
+cudaError_t launch_forward(const NtXentForwardParams& p, cudaStream_t stream) {
+  if (p.M == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned int>((p.M + kBlockM - 1) / kBlockM));
+  nt_xent_forward_kernel<T><<<grid, kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t nt_xent_forward(const NtXentForwardParams& params, NtXentDtype dtype,
+                            cudaStream_t stream) {
+  switch (dtype) {
+    case NtXentDtype::kFloat32:
+      return launch_forward<float>(params, stream);
+    case NtXentDtype::kFloat16:
+      return launch_forward<__half>(params, stream);
+    case NtXentDtype::kBFloat16:
+      return launch_forward<__nv_bfloat16>(params, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace fastclr

@@ -1,0 +1,53 @@
+// Plain parameter structs and launcher declarations shared by the torch binding (nt_xent.cpp) and
+// the kernel files (nt_xent_forward.cu, nt_xent_backward.cu). No torch headers here: the .cu files
+// include this and must compile without them (see ../shared/PLATFORM.md: ~37 s instead of ~170 s).
+//
+// The contract is fastclr/ops/chunked.py. Rows zr [M, D] are a subset of the columns zc [C, D]
+// (row i is column row_ids[i]); both are L2-normalized and in the compute dtype; C is even.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace fastclr {
+
+enum class NtXentDtype { kFloat32, kFloat16, kBFloat16 };
+
+struct NtXentForwardParams {
+  const void* zr;          // [M, D], compute dtype, row stride stride_zr (elements), unit column stride
+  const void* zc;          // [C, D], compute dtype, row stride stride_zc
+  const int64_t* row_ids;  // [M], global column index of each row
+  float* lse;              // [M] out: log sum_{k != row_ids[i]} exp(inv_temp <zr_i, zc_k>)
+  float* pos_logit;        // [M] out: inv_temp <zr_i, zc_{(row_ids[i] + C/2) % C}>
+  int64_t stride_zr;
+  int64_t stride_zc;
+  int64_t M;
+  int64_t C;
+  int64_t D;
+  float inv_temp;
+};
+
+struct NtXentBackwardParams {
+  const void* zr;          // [M, D], as in the forward
+  const void* zc;          // [C, D]
+  const int64_t* row_ids;  // [M]
+  const float* lse_c;      // [C], log-sum-exp of every global row
+  const float* g_c;        // [C], upstream gradient of every global row's loss
+  float* grad;             // [M, D] out, row stride stride_grad
+  int64_t stride_zr;
+  int64_t stride_zc;
+  int64_t stride_grad;
+  int64_t M;
+  int64_t C;
+  int64_t D;
+  float inv_temp;
+};
+
+// Launch on `stream`; return the launch error (cudaSuccess when nothing had to run).
+cudaError_t nt_xent_forward(const NtXentForwardParams& params, NtXentDtype dtype,
+                            cudaStream_t stream);
+cudaError_t nt_xent_backward(const NtXentBackwardParams& params, NtXentDtype dtype,
+                             cudaStream_t stream);
+
+}  // namespace fastclr
