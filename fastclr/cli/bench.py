@@ -1,0 +1,85 @@
+"""`fastclr bench`: run the loss benchmarks (`run`) and turn their results into a report (`report`)."""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="run the loss benchmarks, or write the Markdown/PNG report of their results"
+    )
+    actions = parser.add_subparsers(dest="bench_action", metavar="ACTION", required=True)
+    run_parser = actions.add_parser(
+        "run",
+        help="pytest bench/ --benchmark-only: check and time every implementation at this "
+        "device's sizes; results go to bench/results/<device>/",
+    )
+    run_parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=Path("bench"),
+        help="the benchmark suites of a fastclr checkout (default: bench)",
+    )
+    run_parser.add_argument(
+        "--report", action="store_true", help="write the report afterwards (recommended)"
+    )
+    run_parser.add_argument(
+        "pytest_args",
+        nargs=argparse.REMAINDER,
+        help="after --: passed to pytest, e.g. -- --bench-max-rows 8192 -k chunked",
+    )
+    report_parser = actions.add_parser(
+        "report", help="results JSON -> Markdown tables and log-log PNG plots (needs matplotlib)"
+    )
+    report_parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path("bench/results"),
+        help="folder searched for results JSON (default: bench/results)",
+    )
+    report_parser.add_argument(
+        "--out", type=Path, help="Markdown file to write (default: <results>/REPORT.md)"
+    )
+    report_parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench_action == "run":
+        return run_benchmarks(args)
+    return write_report(args.results, args.out, plots=not args.no_plots)
+
+
+def run_benchmarks(args: argparse.Namespace) -> int:
+    if not (args.bench_dir / "conftest.py").is_file():
+        print(
+            f"fastclr bench run: no benchmark suites at {args.bench_dir}/ "
+            "(run it from a fastclr checkout, or pass --bench-dir)",
+            file=sys.stderr,
+        )
+        return 2
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    command = [sys.executable, "-m", "pytest", str(args.bench_dir), "--benchmark-only", *extra]
+    print("+ " + " ".join(command), flush=True)
+    status = subprocess.call(command)
+    if status == 0 and args.report:
+        return write_report(args.bench_dir / "results", None, plots=True)
+    return status
+
+
+def write_report(results: Path, out: Path | None, plots: bool) -> int:
+    from fastclr.bench.report import generate
+
+    try:
+        outcome = generate(results, out, plots=plots)
+    except FileNotFoundError as err:
+        print(f"fastclr bench report: {err}", file=sys.stderr)
+        return 1
+    for warning in outcome.warnings:
+        print(f"fastclr bench report: WARNING: {warning}", file=sys.stderr)
+    print(
+        f"wrote {outcome.markdown}" + (f" and {len(outcome.plots)} plots" if outcome.plots else "")
+    )
+    return 0
