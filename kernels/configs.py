@@ -19,17 +19,22 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # of columns is loaded once per step and (in backward) feeds both products. Beyond it, D is tiled in
 # CHUNK_BLOCK_D chunks. The interpreter uses a smaller bound so its tests cover the chunked path too.
 MAX_SINGLE_BLOCK_D = 128 if INTERPRET else 256
+# fp32 tiles take twice the bytes, and tf32x3 stages each operand tile again as a hi/lo pair in
+# shared memory: at BLOCK_D = 256 every fp32 config overflows the 227 KiB of an H100, so fp32 holds
+# at most 128 features whole.
+MAX_SINGLE_BLOCK_D_FP32 = 128
 CHUNK_BLOCK_D = 64
 
 # Shared memory a config may plan for (H100/H200: 227 KiB per block; keep headroom for the compiler).
 SMEM_BUDGET_BYTES = 200 * 1024
 
 
-def feature_block(num_features: int) -> tuple[int, bool]:
-    """(BLOCK_D, SINGLE_D) for D features: one power-of-two block (at least 16, the smallest tl.dot
-    tile) when D fits, else CHUNK_BLOCK_D-wide chunks."""
+def feature_block(num_features: int, elem_bytes: int = 2) -> tuple[int, bool]:
+    """(BLOCK_D, SINGLE_D) for D features of `elem_bytes`-byte operands: one power-of-two block (at
+    least 16, the smallest tl.dot tile) when D fits, else CHUNK_BLOCK_D-wide chunks."""
     block = max(16, triton.next_power_of_2(num_features))
-    if block <= MAX_SINGLE_BLOCK_D:
+    limit = MAX_SINGLE_BLOCK_D_FP32 if elem_bytes >= 4 else MAX_SINGLE_BLOCK_D
+    if block <= limit:
         return block, True
     return CHUNK_BLOCK_D, False
 

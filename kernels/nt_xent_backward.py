@@ -31,8 +31,8 @@ import triton.language as tl
 
 from fastclr.kernels import configs
 
-LOG2E: tl.constexpr = 1.4426950408889634
-WEIGHT_RANGE: tl.constexpr = 16384.0  # fp16 weights are scaled into [-2^14, 2^14]
+LOG2E = tl.constexpr(1.4426950408889634)
+WEIGHT_RANGE = tl.constexpr(16384.0)  # fp16 weights are scaled into [-2^14, 2^14]
 
 
 @triton.autotune(

@@ -120,7 +120,7 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     pos_logit = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
     if num_rows == 0:
         return lse, pos_logit
-    block_d, single_d = configs.feature_block(num_features)
+    block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
 
     def grid(meta):
         return (triton.cdiv(num_rows, meta["BLOCK_M"]),)
@@ -180,7 +180,7 @@ def backward_rows(
     grad = torch.empty(num_rows, num_features, dtype=torch.float32, device=zr.device)
     if num_rows == 0:
         return grad
-    block_d, single_d = configs.feature_block(num_features)
+    block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
     scale_weights = zc_k.dtype == torch.float16
     # fp16 weights are scaled per row by max|g| (a [1] tensor: no host sync).
     g_max = g_c.abs().amax().reshape(1) if scale_weights else g_c
