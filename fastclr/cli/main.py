@@ -11,7 +11,13 @@ import sys
 
 from fastclr import __version__
 
-COMMAND_MODULES = ("fastclr.cli.info",)
+COMMAND_MODULES = (
+    "fastclr.cli.info",
+    "fastclr.cli.bench",
+    "fastclr.cli.train",
+    "fastclr.cli.eval",
+    "fastclr.cli.export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

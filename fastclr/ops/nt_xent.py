@@ -46,10 +46,11 @@ def nt_xent(
     check_reduction(reduction)
     chosen = backends.resolve(backend, z1.device, z1.dtype)
     if gather_distributed:
-        raise NotImplementedError(
-            "gather_distributed=True (global negatives across ranks) is not implemented yet; "
-            "call nt_xent without it on each rank for per-rank negatives"
-        )
+        # Global negatives across torch.distributed ranks; equals the code below on one process.
+        from fastclr.distributed.loss import nt_xent_global
+
+        module = chosen.load() if chosen.module is not None else None
+        return nt_xent_global(z1, z2, temperature, reduction, module)
     if chosen.module is None:
         return nt_xent_reference(z1, z2, temperature, reduction)
     rows = nt_xent_rows(z1, z2, temperature, chosen.load())

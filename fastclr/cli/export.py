@@ -1,0 +1,58 @@
+"""`fastclr export --checkpoint C`: the backbone as a state_dict that plain torchvision loads."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+LOAD_RECIPE = """\
+load it with torchvision alone:
+    import torch, torchvision
+    model = torchvision.models.{arch}()
+{stem_lines}    model.fc = torch.nn.Identity()  # features h [B, {width}]; or keep a new fc to fine-tune
+    model.load_state_dict(torch.load("{path}", weights_only=True))"""
+
+CIFAR_STEM_LINES = """\
+    model.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = torch.nn.Identity()
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write the trained backbone as a torchvision ResNet state_dict"
+    )
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint-*.pt of fastclr train")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="file to write (default: backbone-<arch>.pt next to the checkpoint)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastclr.eval.backbone import load_trained_model, torchvision_state_dict
+    from fastclr.train.checkpoint import CorruptCheckpointError
+
+    try:
+        model, config = load_trained_model(args.checkpoint)
+    except (FileNotFoundError, CorruptCheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output = Path(args.output or Path(args.checkpoint).with_name(f"backbone-{config['arch']}.pt"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision_state_dict(model.backbone), output)
+    print(f"wrote {output} ({config['arch']}, {config['stem']} stem)")
+    print(
+        LOAD_RECIPE.format(
+            arch=config["arch"],
+            stem_lines=CIFAR_STEM_LINES if config["stem"] == "cifar" else "",
+            width=model.feature_dim,
+            path=output,
+        )
+    )
+    return 0

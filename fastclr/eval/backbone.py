@@ -1,0 +1,32 @@
+"""The trained backbone of a `fastclr train` checkpoint, rebuilt as a torchvision ResNet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastclr.model import SimCLRModel
+
+
+def load_trained_model(
+    checkpoint: str | Path, device: torch.device | str = "cpu"
+) -> tuple[SimCLRModel, dict[str, Any]]:
+    """(SimCLRModel with the checkpoint's weights, in eval mode, the run's resolved config dict)."""
+    from fastclr.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    config = state["config"]
+    model = SimCLRModel(config["arch"], config["stem"], config["proj_dim"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config
+
+
+def torchvision_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """The backbone's weights with torchvision's key names (no `fc.*`), contiguous fp32 on CPU."""
+    return {
+        name: tensor.detach().to("cpu").contiguous()
+        for name, tensor in backbone.state_dict().items()
+    }
