@@ -106,8 +106,10 @@ def test_primitives_match_float64_spec(n: int, d: int, dtype: torch.dtype) -> No
 def test_rectangular_rows(n: int, d: int, rows: int, dtype: torch.dtype) -> None:
     """A shuffled subset of the rows against all columns, as one rank of a multi-GPU step sees it."""
     zc = unit_rows(2 * n, d, dtype)
-    row_ids = torch.randperm(2 * n)[:rows].to(DEVICE)
-    assert (row_ids < n).any() and (row_ids >= n).any(), "rows must come from both views"
+    # Rows from both views, shuffled: some of the first view, the rest of the second.
+    first = torch.randperm(n)[: (rows + 1) // 2]
+    second = n + torch.randperm(n)[: rows - first.numel()]
+    row_ids = torch.cat([first, second])[torch.randperm(rows)].to(DEVICE)
     inv_temp = 1.0 / TEMPERATURES[rows % len(TEMPERATURES)]
     assert_primitives_match(zc[row_ids], zc, row_ids, inv_temp, dtype)
 
