@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         status = maybe_launch(args, cfg)
         if status is not None:
             return status
+        # A restarted worker may have had --resume switched to auto: resolve the config again.
+        cfg = config_from_args(args)
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
