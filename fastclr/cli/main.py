@@ -1,7 +1,8 @@
 """Entry point of the `fastclr` console script: one subcommand per module in COMMAND_MODULES.
 
 Each module defines `register(subparsers)`, which adds its subparser and sets `func=run`, where
-`run(args) -> int` is the exit status. Modules are imported only to build the parser: heavy imports
+`run(args) -> int` is the exit status; a `fastclr.errors.UsageError` raised anywhere below becomes
+one line on stderr and exit status 2. Modules are imported only to build the parser: heavy imports
 (torch kernels, DALI) stay inside `run`.
 """
 
@@ -10,6 +11,7 @@ import importlib
 import sys
 
 from fastclr import __version__
+from fastclr.errors import UsageError
 
 COMMAND_MODULES = (
     "fastclr.cli.info",
@@ -38,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        # A bad input the user can fix: one line, no traceback (see fastclr/errors.py).
+        print(f"fastclr {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
