@@ -12,9 +12,9 @@ import pytest
 import torch
 import torchvision
 
+from fastclr.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from fastclr.cli.main import main
 from fastclr.data.loader import choose_backend
-from fastclr.train.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from fastclr.train.config import TrainConfig
 from fastclr.train.loop import train
 

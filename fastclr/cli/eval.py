@@ -56,10 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from fastclr.checkpoint import CorruptCheckpointError
     from fastclr.data import load_eval_split
     from fastclr.eval import extract_features, knn_top1, linear_probe_top1
     from fastclr.eval.backbone import load_trained_model
-    from fastclr.train.checkpoint import CorruptCheckpointError
 
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

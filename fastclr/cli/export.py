@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from fastclr.checkpoint import CorruptCheckpointError
     from fastclr.eval.backbone import load_trained_model, torchvision_state_dict
-    from fastclr.train.checkpoint import CorruptCheckpointError
 
     try:
         model, config = load_trained_model(args.checkpoint)

@@ -15,7 +15,7 @@ def load_trained_model(
     checkpoint: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[SimCLRModel, dict[str, Any]]:
     """(SimCLRModel with the checkpoint's weights, in eval mode, the run's resolved config dict)."""
-    from fastclr.train.checkpoint import load_checkpoint
+    from fastclr.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     config = state["config"]

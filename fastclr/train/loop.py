@@ -29,11 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastclr.distributed.batchnorm import convert_sync_batchnorm
-from fastclr.model import build_model, resolve_stem
-from fastclr.ops import nt_xent
-from fastclr.optim import OPTIMIZER_DEFAULTS, build_optimizer, build_schedule
-from fastclr.train.checkpoint import (
+from fastclr.checkpoint import (
     capture_rng_state,
     list_checkpoints,
     load_checkpoint,
@@ -41,6 +37,10 @@ from fastclr.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from fastclr.distributed.batchnorm import convert_sync_batchnorm
+from fastclr.model import build_model, resolve_stem
+from fastclr.ops import nt_xent
+from fastclr.optim import OPTIMIZER_DEFAULTS, build_optimizer, build_schedule
 from fastclr.train.config import TrainConfig
 from fastclr.train.knn import KNNMonitor
 from fastclr.train.logging import ProgressBar, RunLogger, format_duration
