@@ -5,24 +5,35 @@ that also holds `sha256`, a digest of every other entry: tensor bytes, dtypes an
 repr of every plain value. torch's zip reader catches a truncated file but not a flipped byte in a
 tensor; the digest catches both.
 
-Writes are atomic: the file is written to `<name>.tmp`, fsynced, then renamed over the final name,
-so a crash leaves either the previous checkpoint set or the new one, never half a file. The newest
-`keep` checkpoints are kept. `load_latest` tries them newest first and falls back, with a warning,
-past any that fail to load or to verify.
+Writes are atomic: the file is written to a temporary name unique to this process, fsynced, then
+renamed over the final name, so a crash leaves either the previous checkpoint set or the new one,
+never half a file. A failed write (disk full, read-only folder) removes its partial file, keeps the
+previous checkpoints and raises a UsageError naming the folder. Rotation keeps the new checkpoint and
+the newest `keep - 1` before it. `load_latest` tries them newest first and falls back, with a
+warning, past any that fail to load or to verify.
+
+Serving train and eval alike: `check_run_folder` refuses to start a run whose --out holds another
+run's checkpoints or only unreadable ones (their steps would mix with the new run's), and
+`resolve_checkpoint` turns `--checkpoint FILE | RUN_FOLDER` into one verified state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import random
 import re
+import socket
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+from fastclr.errors import UsageError
 
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)\.pt")
 
@@ -35,13 +46,17 @@ def checkpoint_path(out_dir: str | Path, step: int) -> Path:
     return Path(out_dir) / f"checkpoint-{step:09d}.pt"
 
 
+def checkpoint_step(path: Path) -> int:
+    return int(CHECKPOINT_RE.fullmatch(path.name).group(1))
+
+
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
     """Checkpoint files in `out_dir`, newest (highest step) first."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
     found = [p for p in out_dir.iterdir() if CHECKPOINT_RE.fullmatch(p.name)]
-    return sorted(found, key=lambda p: int(CHECKPOINT_RE.fullmatch(p.name).group(1)), reverse=True)
+    return sorted(found, key=checkpoint_step, reverse=True)
 
 
 def _update_digest(digest: Any, key: str, value: Any) -> None:
@@ -78,20 +93,71 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _WriteErrorKeeper:
+    """A file that keeps the OSError of a failed write: torch.save reports it only as an opaque
+    RuntimeError ("unexpected pos ..."), which loses "no space left" or "read-only"."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def write_error(path: str | Path, error: OSError) -> UsageError:
+    """The one-line UsageError for a failed write of `path`: disk full, or not writable."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UsageError(
+            f"no space left on {Path(path).parent} (writing {Path(path).name}): free space there "
+            "or pass --out a folder on another disk; the checkpoints written before are kept"
+        )
+    reason = error.strerror or type(error).__name__
+    return UsageError(
+        f"cannot write {path} ({reason}): make the folder writable or pass --out a writable "
+        "folder; the checkpoints written before are kept"
+    )
+
+
 def save_checkpoint(state: dict[str, Any], out_dir: str | Path, step: int, keep: int = 3) -> Path:
-    """Atomically write `state` (plus its digest) as checkpoint-<step>.pt; keep the newest `keep`."""
+    """Atomically write `state` (plus its digest) as checkpoint-<step>.pt; keep it and the newest
+    `keep - 1` checkpoints of lower steps.
+
+    Files of higher steps are left alone: check_run_folder lets a run start only over unreadable
+    ones (the damaged newest of the run it resumes), and the run overwrites or passes them.
+    Raises UsageError (disk full, folder not writable) after removing the partial file.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(out_dir, step)
-    tmp = path.with_name(path.name + ".tmp")
+    # Unique to this process, so two writers (a refused second run, a stale rank) never share it.
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     payload = {**state, "sha256": state_digest(state)}
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-    os.replace(tmp, path)
-    _fsync_dir(out_dir)  # ... and the rename itself is durable
-    for old in list_checkpoints(out_dir)[max(keep, 1) :]:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            keeper = _WriteErrorKeeper(f)
+            try:
+                torch.save(payload, keeper)
+            except RuntimeError as error:
+                if keeper.error is None:
+                    raise
+                raise keeper.error from error
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+        _fsync_dir(out_dir)  # ... and the rename itself is durable
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, error) from error
+    older = [p for p in list_checkpoints(out_dir) if checkpoint_step(p) < step]
+    for old in older[max(keep, 1) - 1 :]:
         old.unlink(missing_ok=True)
     return path
 
@@ -103,7 +169,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except FileNotFoundError:
         raise
     except Exception as error:  # a truncated or garbled file fails in many ways inside torch.load
-        raise CorruptCheckpointError(f"{path} does not load: {error}") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CorruptCheckpointError(f"{path} does not load: {reason}") from error
     if not isinstance(state, dict) or "sha256" not in state:
         raise CorruptCheckpointError(f"{path} is not a fastclr checkpoint (no sha256 entry)")
     if state_digest(state) != state["sha256"]:
@@ -124,6 +191,101 @@ def load_latest(
         except CorruptCheckpointError as error:
             warnings.warn(f"{error}; falling back to the previous checkpoint", stacklevel=2)
     return None
+
+
+def _newest_readable(found: list[Path]) -> tuple[Path, dict[str, Any]] | None:
+    for path in found:
+        try:
+            return path, load_checkpoint(path)
+        except CorruptCheckpointError:
+            continue
+    return None
+
+
+def load_resume_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(path, verified state) of `--resume PATH`; UsageError if it is missing or damaged."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(
+            f"--resume {path} is a folder: pass one of its checkpoint-*.pt files, or "
+            f"--resume auto --out {path} to continue its newest readable checkpoint"
+        )
+    try:
+        return path, load_checkpoint(path)
+    except FileNotFoundError:
+        raise UsageError(
+            f"--resume {path}: no such file: pass a checkpoint-*.pt of an earlier run, or "
+            "--resume auto to continue the newest checkpoint in --out"
+        ) from None
+    except CorruptCheckpointError as error:
+        raise UsageError(
+            f"--resume: {error}; pass an earlier checkpoint of that run, or --resume auto to "
+            "continue the newest readable checkpoint in --out"
+        ) from error
+
+
+def check_run_folder(out: str | Path, resume: str) -> None:
+    """Refuse to start a run whose checkpoints would mix with others already in `out`.
+
+    Call it on the main rank before anything is written to `out`. resume "none": `out` must hold
+    no checkpoint. "auto": if it holds any, one must be readable (the run continues the newest
+    readable one; a fresh start would write low steps between high ones the rotation cannot
+    order). A PATH: it must load, and `out` must hold no checkpoint or have PATH (the same
+    contents) as its newest readable one. Raises UsageError naming --out/--resume and the fix.
+    """
+    found = list_checkpoints(out)
+    if resume == "none":
+        if found:
+            raise UsageError(
+                f"--out {out} holds checkpoints of an earlier run (newest {found[0].name}): pass "
+                "--resume auto to continue it, or --out NEW_FOLDER to start another"
+            )
+        return
+    resumed = None if resume == "auto" else load_resume_checkpoint(resume)
+    if not found:
+        return
+    newest = _newest_readable(found)
+    if newest is None:
+        raise UsageError(
+            f"--out {out}: none of its {len(found)} checkpoints is readable (newest "
+            f"{found[0].name}), so this run would restart and mix its checkpoints with them: "
+            f"move them out of {out}, or pass --out NEW_FOLDER"
+        )
+    if resumed is not None and resumed[1]["sha256"] != newest[1]["sha256"]:
+        raise UsageError(
+            f"--resume {resume} (step {resumed[1].get('step')}) does not continue --out {out}, "
+            f"whose newest checkpoint is {newest[0].name} (step {newest[1].get('step')}): their "
+            f"checkpoints would mix; pass --out NEW_FOLDER to continue {resume} there, or "
+            f"--resume auto to continue {out}"
+        )
+
+
+def resolve_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]]:
+    """(file, verified state) of `--checkpoint PATH`: a checkpoint file, or a run folder meaning
+    its newest readable checkpoint (a damaged newer one is skipped with a warning)."""
+    path = Path(path)
+    if path.is_dir():
+        found = load_latest(path, map_location)
+        if found is None:
+            raise UsageError(
+                f"--checkpoint {path}: the folder holds no readable checkpoint-*.pt: pass the "
+                "--out folder of a fastclr train run, or one of its checkpoint files"
+            )
+        return found
+    try:
+        return path, load_checkpoint(path, map_location)
+    except FileNotFoundError:
+        raise UsageError(
+            f"--checkpoint {path}: no such file or folder: pass a run's --out folder (its newest "
+            "checkpoint is used) or one of its checkpoint-*.pt files"
+        ) from None
+    except CorruptCheckpointError as error:
+        raise UsageError(
+            f"--checkpoint: {error}; pass another checkpoint of that run, or its run folder to "
+            "use the newest readable one"
+        ) from error
 
 
 def capture_rng_state() -> dict[str, Any]:
