@@ -111,18 +111,48 @@ class _WriteErrorKeeper:
         self.file.flush()
 
 
-def write_error(path: str | Path, error: OSError) -> UsageError:
+def write_error(path: str | Path, error: OSError, flag: str = "--out") -> UsageError:
     """The one-line UsageError for a failed write of `path`: disk full, or not writable."""
+    path = Path(path)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return UsageError(
-            f"no space left on {Path(path).parent} (writing {Path(path).name}): free space there "
-            "or pass --out a folder on another disk; the checkpoints written before are kept"
+            f"no space left on {path.parent} (writing {path.name}): free space there or pass "
+            f"{flag} a folder on another disk; the files written before are kept"
         )
     reason = error.strerror or type(error).__name__
     return UsageError(
-        f"cannot write {path} ({reason}): make the folder writable or pass --out a writable "
-        "folder; the checkpoints written before are kept"
+        f"cannot write {path} ({reason}): make its folder writable or pass {flag} a writable "
+        "folder; the files written before are kept"
     )
+
+
+def atomic_save(obj: Any, path: str | Path, flag: str = "--out") -> None:
+    """torch.save(obj) to `path` through a temporary file renamed over it (fsynced, durable).
+
+    A failed write removes the temporary file, leaves `path` and its folder as they were, and
+    raises the UsageError of write_error (naming `flag`, the argument that chose the folder).
+    """
+    path = Path(path)
+    # Unique to this process, so two writers (a refused second run, a stale rank) never share it.
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            keeper = _WriteErrorKeeper(f)
+            try:
+                torch.save(obj, keeper)
+            except RuntimeError as error:
+                if keeper.error is None:
+                    raise
+                raise keeper.error from error
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)  # ... and the rename itself is durable
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, error, flag) from error
 
 
 def save_checkpoint(state: dict[str, Any], out_dir: str | Path, step: int, keep: int = 3) -> Path:
@@ -131,31 +161,10 @@ def save_checkpoint(state: dict[str, Any], out_dir: str | Path, step: int, keep:
 
     Files of higher steps are left alone: check_run_folder lets a run start only over unreadable
     ones (the damaged newest of the run it resumes), and the run overwrites or passes them.
-    Raises UsageError (disk full, folder not writable) after removing the partial file.
+    Raises UsageError (disk full, folder not writable) with the previous checkpoints untouched.
     """
-    out_dir = Path(out_dir)
     path = checkpoint_path(out_dir, step)
-    # Unique to this process, so two writers (a refused second run, a stale rank) never share it.
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    payload = {**state, "sha256": state_digest(state)}
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            keeper = _WriteErrorKeeper(f)
-            try:
-                torch.save(payload, keeper)
-            except RuntimeError as error:
-                if keeper.error is None:
-                    raise
-                raise keeper.error from error
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-        _fsync_dir(out_dir)  # ... and the rename itself is durable
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise write_error(path, error) from error
+    atomic_save({**state, "sha256": state_digest(state)}, path)
     older = [p for p in list_checkpoints(out_dir) if checkpoint_step(p) < step]
     for old in older[max(keep, 1) - 1 :]:
         old.unlink(missing_ok=True)
