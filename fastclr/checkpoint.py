@@ -251,8 +251,8 @@ def check_run_folder(out: str | Path, resume: str) -> None:
             )
         return
     resumed = None if resume == "auto" else load_resume_checkpoint(resume)
-    if not found:
-        return
+    if not found or (resumed is not None and found[0].resolve() == resumed[0].resolve()):
+        return  # nothing to mix with, or PATH is the folder's newest (loaded and verified above)
     newest = _newest_readable(found)
     if newest is None:
         raise UsageError(
