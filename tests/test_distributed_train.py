@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fastclr.train.checkpoint import list_checkpoints
+from fastclr.checkpoint import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 8

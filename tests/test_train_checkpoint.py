@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastclr.train.checkpoint import (
+from fastclr.checkpoint import (
     CorruptCheckpointError,
     capture_rng_state,
     checkpoint_path,

@@ -12,9 +12,10 @@ import pytest
 import torch
 import torchvision
 
+from fastclr.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from fastclr.cli.main import main
 from fastclr.data.loader import choose_backend
-from fastclr.train.checkpoint import list_checkpoints, load_checkpoint, load_latest
+from fastclr.errors import UsageError
 from fastclr.train.config import TrainConfig
 from fastclr.train.loop import train
 
@@ -120,7 +121,7 @@ def test_fresh_run_refuses_folder_of_another_run(tmp_path):
     )  # fmt: skip
     train(cfg)
     cfg.resume = "none"
-    with pytest.raises(FileExistsError, match="--resume auto"):
+    with pytest.raises(UsageError, match="--resume auto"):
         train(cfg)
     cfg.resume, cfg.arch = "auto", "resnet50"
     with pytest.raises(ValueError, match="arch: resnet18 -> resnet50"):

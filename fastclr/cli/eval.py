@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastclr.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+RECOMMENDED = {"k": 200, "temperature": 0.1, "epochs": 100, "lr": 1e-2}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     knn = modes.add_parser("knn", help="weighted kNN (cosine, InstDisc voting) on frozen features")
     linear = modes.add_parser("linear", help="logistic-regression probe on frozen features")
     for sub in (knn, linear):
-        sub.add_argument("--checkpoint", required=True, help="a checkpoint-*.pt of fastclr train")
+        sub.add_argument(
+            "--checkpoint",
+            required=True,
+            help="a run folder (--out of fastclr train: its newest readable checkpoint) or one "
+            "of its checkpoint-*.pt files",
+        )
         sub.add_argument(
             "--data",
             default=None,
@@ -53,35 +67,84 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def resolve_device(name: str) -> torch.device:
+    """--device auto | cpu | cuda | cuda:N as a torch.device; UsageError if it cannot run here."""
     import torch
 
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r} is not a device here: pass auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {name}: torch sees no CUDA GPU on this machine: pass --device cpu (or auto)"
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+            f"numbered from 0: pass --device cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
+    return device
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse values that would run but mean nothing (k 0 scored as 10%, a probe of 0 epochs)."""
+    at_least_one = ["batch_size", "max_images", "image_size"]
+    at_least_one += ["k"] if args.eval_mode == "knn" else ["epochs"]
+    above_zero = "temperature" if args.eval_mode == "knn" else "lr"
+    values = {name: getattr(args, name) for name in at_least_one}
+    bad = [(name, "at least 1") for name, v in values.items() if v is not None and v < 1]
+    bad += [(above_zero, "> 0")] if not getattr(args, above_zero) > 0 else []
+    if args.eval_mode == "linear" and not args.weight_decay >= 0:
+        bad.append(("weight_decay", ">= 0"))
+    if bad:
+        name, bound = bad[0]
+        hint = f"; recommended: {RECOMMENDED[name]}" if name in RECOMMENDED else ""
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(f"{flag} must be {bound}, got {getattr(args, name)}{hint}")
+
+
+def load_split(data: str, split: str, image_size: int, max_images: int | None):
+    """(images [M, 3, S, S], labels [M]) of a labelled split; UsageError naming --data if not."""
     from fastclr.data import load_eval_split
+
+    try:
+        images, labels = load_eval_split(
+            data, image_size=image_size, split=split, max_images=max_images
+        )
+    except ValueError as error:  # the data layer's messages name the path and the fix
+        raise UsageError(f"--data {data}: {error}") from error
+    if (labels < 0).any():
+        raise UsageError(
+            f"--data {data} has unlabelled images in its {split} split: evaluation needs class "
+            "folders (PATH/train/<class>/*, PATH/val/<class>/*)"
+        )
+    return images, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)  # before the heavy imports: a bad value fails at once
+
+    import torch
+
     from fastclr.eval import extract_features, knn_top1, linear_probe_top1
     from fastclr.eval.backbone import load_trained_model
-    from fastclr.train.checkpoint import CorruptCheckpointError
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-    try:
-        model, config = load_trained_model(args.checkpoint, device)
-    except (FileNotFoundError, CorruptCheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    device = resolve_device(args.device)
+    model, config, checkpoint = load_trained_model(args.checkpoint, device)
+    if checkpoint != Path(args.checkpoint):
+        print(f"evaluating {checkpoint}", file=sys.stderr)
     data = args.data or config["data"]
     size = args.image_size or config["image_size"]
+    model = model.to(memory_format=torch.channels_last)
+    amp = torch.bfloat16 if device.type == "cuda" else None
     splits = {}
     for split in ("train", "val"):
-        images, labels = load_eval_split(
-            data, image_size=size, split=split, max_images=args.max_images
-        )
-        if (labels < 0).any():
-            print(f"error: {data} has unlabelled images in its {split} split", file=sys.stderr)
-            return 2
-        model = model.to(memory_format=torch.channels_last)
-        amp = torch.bfloat16 if device.type == "cuda" else None
+        images, labels = load_split(data, split, size, args.max_images)
         features = extract_features(
             model.backbone, images, device=device, batch_size=args.batch_size, autocast_dtype=amp
         )

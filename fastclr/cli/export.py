@@ -23,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export", help="write the trained backbone as a torchvision ResNet state_dict"
     )
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint-*.pt of fastclr train")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run folder (--out of fastclr train: its newest readable checkpoint) or one of "
+        "its checkpoint-*.pt files",
+    )
     parser.add_argument(
         "--output",
         default=None,
@@ -33,19 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from fastclr.checkpoint import atomic_save
     from fastclr.eval.backbone import load_trained_model, torchvision_state_dict
-    from fastclr.train.checkpoint import CorruptCheckpointError
 
-    try:
-        model, config = load_trained_model(args.checkpoint)
-    except (FileNotFoundError, CorruptCheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    output = Path(args.output or Path(args.checkpoint).with_name(f"backbone-{config['arch']}.pt"))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(torchvision_state_dict(model.backbone), output)
+    model, config, checkpoint = load_trained_model(args.checkpoint)
+    if checkpoint != Path(args.checkpoint):
+        print(f"exporting {checkpoint}", file=sys.stderr)
+    output = Path(args.output or checkpoint.with_name(f"backbone-{config['arch']}.pt"))
+    atomic_save(torchvision_state_dict(model.backbone), output, flag="--output")
     print(f"wrote {output} ({config['arch']}, {config['stem']} stem)")
     print(
         LOAD_RECIPE.format(

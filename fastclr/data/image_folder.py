@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fastclr.data.decode import to_rgb
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"}
 )  # formats both PIL and DALI's decoders read
@@ -83,9 +85,10 @@ def load_image_folder(
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """Decode one file to uint8 RGB [H, W, 3]; grayscale, palette and RGBA (alpha dropped) work."""
+    """Decode one file to uint8 RGB [H, W, 3]; grayscale (8 or 16 bit), palette and RGBA (alpha
+    dropped) work."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(to_rgb(image))
 
 
 def check_image(path: str) -> str | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fastclr.data.decode import to_rgb
 from fastclr.data.image_folder import FileSource, load_image_folder
 
 SPLITS = ("train", "val")
@@ -99,7 +100,7 @@ def load_source(
 def fit_square(image: Image.Image, size: int) -> np.ndarray:
     """Centre-crop the largest square and resize it to size x size (bilinear, antialiased):
     uint8 [size, size, 3]."""
-    image = image.convert("RGB")
+    image = to_rgb(image)
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2

@@ -8,20 +8,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastclr.checkpoint import resolve_checkpoint
 from fastclr.model import SimCLRModel
 
 
 def load_trained_model(
     checkpoint: str | Path, device: torch.device | str = "cpu"
-) -> tuple[SimCLRModel, dict[str, Any]]:
-    """(SimCLRModel with the checkpoint's weights, in eval mode, the run's resolved config dict)."""
-    from fastclr.train.checkpoint import load_checkpoint
+) -> tuple[SimCLRModel, dict[str, Any], Path]:
+    """(SimCLRModel with the checkpoint's weights, in eval mode, the run's resolved config dict,
+    the checkpoint file used).
 
-    state = load_checkpoint(checkpoint)
+    checkpoint: a checkpoint-*.pt file, or a run folder (its newest readable checkpoint). Raises
+    UsageError if it is missing, damaged, or a folder without a readable checkpoint.
+    """
+    path, state = resolve_checkpoint(checkpoint)
     config = state["config"]
     model = SimCLRModel(config["arch"], config["stem"], config["proj_dim"])
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
+    return model.to(device).eval(), config, path
 
 
 def torchvision_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastclr.errors import UsageError
+
 
 @torch.no_grad()
 def knn_predict(
@@ -22,8 +24,13 @@ def knn_predict(
 ) -> Tensor:
     """Predicted labels [Q] for query features [Q, F] from bank features [M, F] with labels [M].
 
-    Features need not be normalized (they are, here). k is capped at M. Memory: O(chunk * M).
+    Features need not be normalized (they are, here). k >= 1 is capped at M; temperature > 0.
+    Memory: O(chunk * M).
     """
+    if k < 1:
+        raise UsageError(f"kNN k must be at least 1 neighbour, got {k}; recommended: 200")
+    if not temperature > 0:
+        raise UsageError(f"kNN temperature must be > 0, got {temperature}; recommended: 0.1")
     query = F.normalize(query.float(), dim=1)
     bank = F.normalize(bank.float(), dim=1)
     bank_labels = bank_labels.to(bank.device)

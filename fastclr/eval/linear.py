@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastclr.errors import UsageError
+
 
 def linear_probe_top1(
     train_features: Tensor,
@@ -24,7 +26,16 @@ def linear_probe_top1(
     weight_decay: float = 1e-4,
     seed: int = 0,
 ) -> float:
-    """Top-1 accuracy in percent of a linear classifier trained on train_features [N, F]."""
+    """Top-1 accuracy in percent of a linear classifier trained on train_features [N, F].
+
+    epochs >= 1 and batch_size >= 1 (a probe trained for 0 epochs would score its random init).
+    """
+    if epochs < 1:
+        raise UsageError(f"linear probe epochs must be at least 1, got {epochs}; recommended: 100")
+    if batch_size < 1:
+        raise UsageError(f"linear probe batch_size must be at least 1, got {batch_size}")
+    if not lr > 0:
+        raise UsageError(f"linear probe lr must be > 0, got {lr}; recommended: 1e-2")
     device = train_features.device
     mean = train_features.mean(dim=0, keepdim=True)
     std = train_features.std(dim=0, keepdim=True).clamp_min(1e-6)

@@ -29,18 +29,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fastclr.checkpoint import (
+    capture_rng_state,
+    check_run_folder,
+    load_latest,
+    load_resume_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from fastclr.distributed.batchnorm import convert_sync_batchnorm
 from fastclr.model import build_model, resolve_stem
 from fastclr.ops import nt_xent
 from fastclr.optim import OPTIMIZER_DEFAULTS, build_optimizer, build_schedule
-from fastclr.train.checkpoint import (
-    capture_rng_state,
-    list_checkpoints,
-    load_checkpoint,
-    load_latest,
-    restore_rng_state,
-    save_checkpoint,
-)
+from fastclr.run_lock import hold_run_folder
 from fastclr.train.config import TrainConfig
 from fastclr.train.knn import KNNMonitor
 from fastclr.train.logging import ProgressBar, RunLogger, format_duration
@@ -139,22 +140,13 @@ def gather_rng_states(env: Any) -> list[dict[str, Any]]:
     return gathered
 
 
-def prepare_out_dir(cfg: TrainConfig) -> None:
-    """Refuse to start a fresh run over another run's checkpoints (they would mix)."""
-    if cfg.resume == "none" and list_checkpoints(cfg.out):
-        raise FileExistsError(
-            f"{cfg.out} holds checkpoints of an earlier run: pass --resume auto to continue it, "
-            "or --out NEW_FOLDER to start another"
-        )
-
-
 def find_resume_state(cfg: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
     """(path, state) of the checkpoint to continue from, or None to start fresh."""
     if cfg.resume == "none":
         return None
     if cfg.resume == "auto":
         return load_latest(cfg.out)
-    return Path(cfg.resume), load_checkpoint(cfg.resume)
+    return load_resume_checkpoint(cfg.resume)
 
 
 def check_resumable(cfg: TrainConfig, state: dict[str, Any]) -> None:
@@ -220,9 +212,16 @@ def train(cfg: TrainConfig, env: Any = None) -> dict[str, Any]:
     env: this process's place in the job (rank, world_size, local_rank, device), e.g. a
     fastclr.distributed.DistEnv; default: a single process.
     """
+    env = env if env is not None else RunEnv()
+    # Only the main rank writes to --out, so only it holds the folder's lock (a second run into the
+    # same folder is refused while this one runs).
+    with hold_run_folder(cfg.out) if env.is_main else contextlib.nullcontext():
+        return _train_holding_folder(cfg, env)
+
+
+def _train_holding_folder(cfg: TrainConfig, env: Any) -> dict[str, Any]:
     from fastclr.data import build_train_loader
 
-    env = env if env is not None else RunEnv()
     cfg = resolve_config(cfg)
     device = resolve_device(cfg, env)
     precision = resolve_precision(cfg.precision, device)
@@ -233,9 +232,10 @@ def train(cfg: TrainConfig, env: Any = None) -> dict[str, Any]:
     if cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} must divide among {world_size} ranks")
     out = Path(cfg.out)
+    if env.is_main:  # before anything is written: a refused run changes nothing in --out
+        check_run_folder(cfg.out, cfg.resume)
     logger = RunLogger(out, enabled=env.is_main)  # [dist] rank 0 alone writes
     if env.is_main:
-        prepare_out_dir(cfg)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
