@@ -1,9 +1,12 @@
-"""`fastclr eval knn|linear --checkpoint C [--data D]`: top-1 of a trained, frozen backbone."""
+"""`fastclr eval knn|linear|finetune --checkpoint C [--data D]`: top-1 of a trained backbone, frozen
+(kNN, linear probe) or fine-tuned with labels against the same network from scratch."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from fastclr.cli.finetune import add_finetune_parser, run_finetune
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     modes = parser.add_subparsers(dest="eval_mode", metavar="MODE", required=True)
     knn = modes.add_parser("knn", help="weighted kNN (cosine, InstDisc voting) on frozen features")
     linear = modes.add_parser("linear", help="logistic-regression probe on frozen features")
-    for sub in (knn, linear):
+    finetune = add_finetune_parser(modes)
+    for sub in (knn, linear, finetune):
         sub.add_argument("--checkpoint", required=True, help="a checkpoint-*.pt of fastclr train")
         sub.add_argument(
             "--data",
@@ -72,6 +76,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data = args.data or config["data"]
     size = args.image_size or config["image_size"]
+    if args.eval_mode == "finetune":
+        from fastclr.eval.finetune import LabelledSplits
+
+        (train_x, train_y), (val_x, val_y) = (
+            load_eval_split(data, image_size=size, split=split, max_images=args.max_images)
+            for split in ("train", "val")
+        )
+        args.checkpoint_path = args.checkpoint
+        splits = LabelledSplits(train_x, train_y, val_x, val_y)
+        return run_finetune(args, model, config, splits, device)
     splits = {}
     for split in ("train", "val"):
         images, labels = load_eval_split(
