@@ -6,6 +6,7 @@ matplotlib runs headless (the Agg backend) and is imported only when a picture i
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,16 @@ def plot_training_run(log_path: str | Path, png_path: str | Path) -> Path:
         if r.get("kind") == "epoch" and r.get("knn_top1") is not None
     ]
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     panels = 3 if knn else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), constrained_layout=True)
     x = [r["step"] for r in steps]
     axes[0].plot(x, [r["loss"] for r in steps], color="tab:blue")
+    batch = next((r["config"].get("batch_size") for r in records if "config" in r), None)
+    if batch:  # a random encoder's loss: the positive is one of the 2N - 1 candidates
+        axes[0].axhline(math.log(2 * batch - 1), ls=":", color="grey", label="chance log(2N-1)")
+        axes[0].legend(fontsize=8)
     axes[0].set(xlabel="step", ylabel="NT-Xent loss", title="training loss")
     axes[1].plot(x, [r["lr"] for r in steps], color="tab:green")
     axes[1].set(xlabel="step", ylabel="learning rate", title="schedule")
@@ -64,6 +71,7 @@ def plot_training_run(log_path: str | Path, png_path: str | Path) -> Path:
         epochs, top1 = zip(*sorted(knn), strict=True)
         axes[2].plot(epochs, top1, marker="o", color="tab:red")
         axes[2].set(xlabel="epoch", ylabel="kNN top-1 (%)", title="kNN monitor (val)")
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(f"fastclr train: {Path(log_path).parent.name}", fontsize=10)
