@@ -1,69 +1,41 @@
-"""The SimCLR network: a torchvision ResNet backbone and a 2-layer MLP projection head.
+"""The SimCLR network: a backbone f (any torchvision classifier, see fastclr/backbones.py) and an
+MLP projection head g.
 
-    x [B, 3, H, W] --backbone--> h [B, F] --head--> z [B, 128]
+    x [B, 3, H, W] --backbone--> h [B, F] --head--> z [B, proj_dim]
 
-Downstream tasks (kNN, linear probe, export) use h; the contrastive loss uses z. The backbone is a
-plain torchvision ResNet whose `fc` is an Identity, so its state_dict keys are torchvision's own
-(minus `fc.*`) and `fastclr export` writes a file that `torchvision.models.resnet50()` loads.
-
-Small images (CIFAR, digits) get the CIFAR stem of the SimCLR paper (appendix B.9): a 3x3 stride-1
-first convolution and no max-pool, so a 32 px image is not reduced to 8 px before the first block.
+Downstream tasks (kNN, linear probe, fine-tuning, export) use h; the contrastive loss uses z.
 """
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
-ARCHS = ("resnet18", "resnet50")
-STEMS = ("auto", "cifar", "imagenet")
+from fastclr.backbones import build_backbone, resolve_stem
+from fastclr.errors import UsageError
 
-# Below this input size the ImageNet stem (7x7 stride 2 + max-pool, /4) throws away most pixels.
-CIFAR_STEM_MAX_SIZE = 64
-
-
-def resolve_stem(stem: str, image_size: int) -> str:
-    """'auto' -> 'cifar' for images of at most 64 px, else 'imagenet'."""
-    if stem not in STEMS:
-        raise ValueError(f"stem={stem!r}: choose one of {STEMS}")
-    if stem == "auto":
-        return "cifar" if image_size <= CIFAR_STEM_MAX_SIZE else "imagenet"
-    return stem
-
-
-def build_backbone(arch: str, stem: str = "imagenet") -> tuple[nn.Module, int]:
-    """A randomly initialized torchvision ResNet without its classifier.
-
-    Returns (backbone, feature width): 512 for resnet18, 2048 for resnet50.
-    """
-    if arch not in ARCHS:
-        raise ValueError(f"arch={arch!r}: choose one of {ARCHS}")
-    if stem not in ("cifar", "imagenet"):
-        raise ValueError(f"stem={stem!r}: resolve 'auto' with resolve_stem() first")
-    backbone = getattr(torchvision.models, arch)(weights=None)
-    if stem == "cifar":
-        backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(backbone.conv1.weight, mode="fan_out", nonlinearity="relu")
-        backbone.maxpool = nn.Identity()
-    feature_dim = backbone.fc.in_features
-    backbone.fc = nn.Identity()
-    return backbone, feature_dim
+__all__ = ["ProjectionHead", "SimCLRModel", "build_model", "resolve_stem"]
 
 
 class ProjectionHead(nn.Module):
-    """SimCLR's g(.): Linear -> BN -> ReLU -> Linear, hidden width = input width.
+    """SimCLR's g(.): (Linear -> BN -> ReLU) x (layers - 1) -> Linear, hidden width = input width.
 
-    The BN here is the one that must see the global batch under multi-GPU training
+    layers=2 is SimCLR v1's head; SimCLR v2 uses 3 (and fine-tunes from the first hidden layer).
+    Module names are those of v1's head for layers=2 (net.0 ... net.3), so old checkpoints load.
+    The BNs here are the ones that must see the global batch under multi-GPU training
     (SyncBatchNorm, converted by the trainer when world_size > 1).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128, layers: int = 2) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim, bias=False),
-            nn.BatchNorm1d(hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
-        )
+        if layers < 1:
+            raise UsageError(f"--proj-layers {layers}: use 2 (SimCLR v1) or 3 (SimCLR v2)")
+        blocks: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers - 1):
+            blocks += [nn.Linear(width, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim)]
+            blocks.append(nn.ReLU(inplace=True))
+            width = hidden_dim
+        blocks.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*blocks)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.net(h)
@@ -72,11 +44,18 @@ class ProjectionHead(nn.Module):
 class SimCLRModel(nn.Module):
     """Backbone f and projection head g. forward(x) -> (h = f(x) [B, F], z = g(h) [B, proj_dim])."""
 
-    def __init__(self, arch: str = "resnet18", stem: str = "cifar", proj_dim: int = 128) -> None:
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        stem: str = "cifar",
+        proj_dim: int = 128,
+        proj_layers: int = 2,
+        image_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.arch, self.stem = arch, stem
-        self.backbone, self.feature_dim = build_backbone(arch, stem)
-        self.head = ProjectionHead(self.feature_dim, self.feature_dim, proj_dim)
+        self.backbone, self.feature_dim = build_backbone(arch, stem, image_size)
+        self.head = ProjectionHead(self.feature_dim, self.feature_dim, proj_dim, proj_layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.backbone(x)
@@ -84,8 +63,9 @@ class SimCLRModel(nn.Module):
 
 
 def build_model(
-    arch: str, *, image_size: int, stem: str = "auto", proj_dim: int = 128
+    arch: str, *, image_size: int, stem: str = "auto", proj_dim: int = 128, proj_layers: int = 2
 ) -> SimCLRModel:
-    """SimCLRModel with the stem resolved for `image_size`, in channels_last memory format."""
-    model = SimCLRModel(arch, resolve_stem(stem, image_size), proj_dim)
+    """SimCLRModel with the stem resolved for `arch` and `image_size`, in channels_last format."""
+    stem = resolve_stem(stem, image_size, arch)
+    model = SimCLRModel(arch, stem, proj_dim, proj_layers, image_size)
     return model.to(memory_format=torch.channels_last)

@@ -1,4 +1,5 @@
-"""`fastclr eval knn|linear --checkpoint C [--data D]`: top-1 of a trained, frozen backbone."""
+"""`fastclr eval knn|linear|finetune --checkpoint C [--data D]`: top-1 of a trained backbone, frozen
+(kNN, linear probe) or fine-tuned with labels against the same network from scratch."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastclr.cli.finetune import add_finetune_parser, run_finetune
 from fastclr.errors import UsageError
 
 if TYPE_CHECKING:
@@ -17,12 +19,14 @@ RECOMMENDED = {"k": 200, "temperature": 0.1, "epochs": 100, "lr": 1e-2}
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="evaluate a trained backbone: weighted kNN or a linear probe (top-1)"
+        "eval",
+        help="evaluate a trained backbone: weighted kNN, a linear probe, or fine-tuning vs scratch",
     )
     modes = parser.add_subparsers(dest="eval_mode", metavar="MODE", required=True)
     knn = modes.add_parser("knn", help="weighted kNN (cosine, InstDisc voting) on frozen features")
     linear = modes.add_parser("linear", help="logistic-regression probe on frozen features")
-    for sub in (knn, linear):
+    finetune = add_finetune_parser(modes)
+    for sub in (knn, linear, finetune):
         sub.add_argument(
             "--checkpoint",
             required=True,
@@ -39,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
         sub.add_argument(
-            "--batch-size", type=int, default=512, help="feature extraction batch (default: 512)"
+            "--batch-size",
+            type=int,
+            default=512,
+            help="feature extraction batch (default: 512; finetune: the training batch, 128)",
         )
         sub.add_argument(
             "--max-images",
@@ -140,6 +147,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"evaluating {checkpoint}", file=sys.stderr)
     data = args.data or config["data"]
     size = args.image_size or config["image_size"]
+    if args.eval_mode == "finetune":
+        from fastclr.eval.finetune import LabelledSplits
+
+        train, val = (load_split(data, split, size, args.max_images) for split in ("train", "val"))
+        return run_finetune(args, model, config, LabelledSplits(*train, *val), device, checkpoint)
     model = model.to(memory_format=torch.channels_last)
     amp = torch.bfloat16 if device.type == "cuda" else None
     splits = {}

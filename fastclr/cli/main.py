@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "fastclr.cli.train",
     "fastclr.cli.eval",
     "fastclr.cli.export",
+    "fastclr.cli.plot",
 )
 
 

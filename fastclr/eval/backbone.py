@@ -23,7 +23,13 @@ def load_trained_model(
     """
     path, state = resolve_checkpoint(checkpoint)
     config = state["config"]
-    model = SimCLRModel(config["arch"], config["stem"], config["proj_dim"])
+    model = SimCLRModel(
+        config["arch"],
+        config["stem"],
+        config["proj_dim"],
+        config.get("proj_layers", 2),  # runs from before --proj-layers have v1's 2-layer head
+        config.get("image_size"),
+    )
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, path
 
