@@ -124,5 +124,6 @@ def test_cli_finetune_vs_scratch_writes_curves_and_table(tmp_path):
     assert "pretrained" in result.stdout and "scratch" in result.stdout
     refused = _fastclr("eval", "finetune", "--checkpoint", str(checkpoint), "--epochs", "0",
                        cwd=tmp_path)  # fmt: skip
-    assert refused.returncode == 2 and "--epochs 0" in refused.stderr
+    assert refused.returncode == 2 and "--epochs must be at least 1, got 0" in refused.stderr
+    assert "recommended: 10" in refused.stderr
     assert "Traceback" not in refused.stderr

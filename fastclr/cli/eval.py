@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastclr.cli.finetune import DEFAULTS as FINETUNE_DEFAULTS
 from fastclr.cli.finetune import add_finetune_parser, run_finetune
 from fastclr.errors import UsageError
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 RECOMMENDED = {"k": 200, "temperature": 0.1, "epochs": 100, "lr": 1e-2}
+RECOMMENDED_FINETUNE = {**RECOMMENDED, "epochs": FINETUNE_DEFAULTS["epochs"], "lr": FINETUNE_DEFAULTS["lr"]}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -110,7 +112,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         bad.append(("weight_decay", ">= 0"))
     if bad:
         name, bound = bad[0]
-        hint = f"; recommended: {RECOMMENDED[name]}" if name in RECOMMENDED else ""
+        recommended = RECOMMENDED_FINETUNE if args.eval_mode == "finetune" else RECOMMENDED
+        hint = f"; recommended: {recommended[name]}" if name in recommended else ""
         flag = "--" + name.replace("_", "-")
         raise UsageError(f"{flag} must be {bound}, got {getattr(args, name)}{hint}")
 
