@@ -16,7 +16,11 @@ if TYPE_CHECKING:
     import torch
 
 RECOMMENDED = {"k": 200, "temperature": 0.1, "epochs": 100, "lr": 1e-2}
-RECOMMENDED_FINETUNE = {**RECOMMENDED, "epochs": FINETUNE_DEFAULTS["epochs"], "lr": FINETUNE_DEFAULTS["lr"]}
+RECOMMENDED_FINETUNE = {
+    **RECOMMENDED,
+    "epochs": FINETUNE_DEFAULTS["epochs"],
+    "lr": FINETUNE_DEFAULTS["lr"],
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
