@@ -39,8 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--bench-budget-mib",
-        help="memory budget of the largest-batch search, or 'device' for all the device's "
-        "memory (default: 512 on CPU, 8192 on GPU)",
+        help="memory budgets of the largest-batch search, comma-separated MiB or 'device' (all "
+        "the device's memory), e.g. 1024,device (default: 512 on CPU, 8192 on GPU)",
     )
     group.addoption(
         "--bench-budget-max-rows",
@@ -63,6 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "skipped (default: none)",
     )
     group.addoption("--bench-results", type=Path, help=f"results folder (default {RESULTS_DIR})")
+    group.addoption("--bench-prefix", help="results file name prefix (default: none)")
     group.addoption("--bench-seed", type=int, help="session seed of the inputs (default: random)")
     group.addoption(
         "--bench-threads",
@@ -109,7 +110,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for name, names in budgets.items():
         if name in metafunc.fixturenames:
             cases = [
-                BudgetCase(impl, settings.budget_dim, dt)
+                BudgetCase(impl, settings.budget_dim, dt, budget)
+                for budget in settings.budgets
                 for dt in settings.budget_dtypes
                 for impl in names
             ]
@@ -124,7 +126,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     kind = "timing (--benchmark-only)" if settings.full else "checks only (timing disabled)"
     return [
         f"fastclr bench: {kind} on {settings.device}, 2N {rows[0]}..{rows[-1]}, "
-        f"budget {settings.budget_bytes // MIB} MiB"
+        "budgets " + ", ".join(f"{b // MIB} MiB" for b in settings.budgets)
     ]
 
 

@@ -42,7 +42,6 @@ GPU_SIDE_DIMS, GPU_SIDE_ROWS = (64, 256), (1024, 8192, 65536, 1048576)
 CI_ROWS, CI_DIM = (96,), 48
 
 
-
 @dataclass(frozen=True)
 class LossCase:
     impl: str
@@ -61,10 +60,11 @@ class BudgetCase:
     impl: str
     dim: int
     dtype: str
+    budget_bytes: int
 
     @property
     def id(self) -> str:
-        return f"{self.impl}-D{self.dim}-{self.dtype}"
+        return f"{self.impl}-D{self.dim}-{self.dtype}-{self.budget_bytes // MIB}MiB"
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Settings:
     grid: tuple[tuple[int, int, str], ...]  # (rows, dim, dtype) timed by the loss suite
     peer_grid: tuple[tuple[int, int, str], ...]
     impls: tuple[str, ...] | None  # only these implementations (None: all)
-    budget_bytes: int
+    budgets: tuple[int, ...]  # bytes: one largest-batch search per budget
     budget_rows: tuple[int, ...]
     budget_dim: int
     budget_dtypes: tuple[str, ...]
@@ -89,6 +89,7 @@ class Settings:
     memory_limit_bytes: int | None  # CPU: sizes predicted above this are skipped, not tried
     deadline_s: float | None  # cases starting later than this after the session began: skipped
     results_dir: Path
+    results_prefix: str  # file name: <prefix><UTC time>.json
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -135,10 +136,12 @@ def make_settings(config: pytest.Config, default_results_dir: Path) -> Settings:
     budget_mib = config.getoption("bench_budget_mib", None) or ("8192" if gpu else "512")
     available = None if gpu else memory.available_bytes()
     limit = None if available is None else available // 2
-    if budget_mib == "device":  # as much as this device holds: torch's total, or half of free RAM
-        budget_bytes = torch.cuda.get_device_properties(device).total_memory if gpu else limit
-    else:
-        budget_bytes = int(budget_mib) * MIB
+    budgets = []
+    for part in str_list(budget_mib):
+        if part == "device":  # all this device holds: torch's total, or half the free RAM
+            budgets.append(torch.cuda.get_device_properties(device).total_memory if gpu else limit)
+        else:
+            budgets.append(int(part) * MIB)
     impls_opt = config.getoption("bench_impls", None)
     return Settings(
         device=device,
@@ -146,7 +149,7 @@ def make_settings(config: pytest.Config, default_results_dir: Path) -> Settings:
         grid=tuple(c for c in grid if c[0] <= max_rows),
         peer_grid=tuple(c for c in peer_grid if c[0] <= max_rows),
         impls=impls_opt or None,
-        budget_bytes=budget_bytes if full else 2 * MIB,
+        budgets=tuple(budgets) if full else (2 * MIB,),
         budget_rows=tuple(r for r in budget_rows if budget_max is None or r <= budget_max),
         budget_dim=(dims_opt or (128,))[0] if full else CI_DIM,
         budget_dtypes=dtypes_opt or (("bfloat16", "float32") if gpu and full else (grid[0][2],)),
@@ -159,6 +162,7 @@ def make_settings(config: pytest.Config, default_results_dir: Path) -> Settings:
         memory_limit_bytes=limit,
         deadline_s=config.getoption("bench_deadline_s", None),
         results_dir=config.getoption("bench_results", None) or default_results_dir,
+        results_prefix=config.getoption("bench_prefix", None) or "",
     )
 
 
@@ -298,7 +302,10 @@ class BenchSession:
             return "unavailable", reason
         deadline = self.settings.deadline_s
         if deadline is not None and time.monotonic() - self.started > deadline:
-            return "deadline", f"not started: the run passed its {deadline:g} s (--bench-deadline-s)"
+            return (
+                "deadline",
+                f"not started: the run passed its {deadline:g} s (--bench-deadline-s)",
+            )
         if not guarded:
             return None
         slow = self._too_slow.get((case.impl, case.mode, case.dtype, case.dim))
@@ -480,7 +487,7 @@ class BenchSession:
         _ = self.env
         search = self.search_budget(case)
         budget = {
-            "budget_bytes": self.settings.budget_bytes,
+            "budget_bytes": case.budget_bytes,
             "largest_rows": search.largest_rows,
             "limited_by": search.limited_by,
             "probes": search.probes,
@@ -488,7 +495,7 @@ class BenchSession:
         benchmark.extra_info.update(budget)
         if search.largest_rows is None:
             self.record(probe, suite, status="no fit", reason="smallest size over budget", **budget)
-            pytest.skip(f"{case.id}: not even 2N={probe.rows} fits {self.settings.budget_bytes} B")
+            pytest.skip(f"{case.id}: not even 2N={probe.rows} fits {case.budget_bytes} B")
         largest = LossCase(case.impl, "fwd+bwd", search.largest_rows, case.dim, case.dtype)
         peak = search.probes[-1 if search.limited_by in ("cap", "time") else -2]["peak_bytes"]
         self.measure(benchmark, largest, suite, peak=peak, guarded=False)
@@ -508,12 +515,12 @@ class BenchSession:
                     "dtype": case.dtype,
                     "seed": self.seed,
                     "temperature": impls.TEMPERATURE,
-                    "budget_bytes": self.settings.budget_bytes,
+                    "budget_bytes": case.budget_bytes,
                     "memory_limit_bytes": self.settings.memory_limit_bytes or 2**62,
                     "max_call_s": self.settings.max_call_s,
                 }
             )
-            search = memory.BudgetSearch(self.settings.budget_bytes)
+            search = memory.BudgetSearch(case.budget_bytes)
             search.largest_rows = reply["largest_rows"]
             search.limited_by = reply["limited_by"]
             search.probes = reply["probes"]
@@ -536,7 +543,7 @@ class BenchSession:
                 self.release()
             return peak, seconds, "time" if seconds > self.settings.max_call_s else ""
 
-        search = memory.BudgetSearch(self.settings.budget_bytes)
+        search = memory.BudgetSearch(case.budget_bytes)
         search.run(rows, measure)
         self._inputs_key = None
         return search
@@ -563,12 +570,14 @@ class BenchSession:
         env = {**self.env, "load_average_end": list(os.getloadavg())}
         settings = {
             "seed": self.seed,
-            "budget_bytes": self.settings.budget_bytes,
+            "budgets_bytes": list(self.settings.budgets),
             "max_call_s": self.settings.max_call_s,
             "dense_limit": self.settings.dense_limit,
             "temperature": impls.TEMPERATURE,
         }
-        path = results.results_path(self.settings.results_dir, env)
+        path = results.results_path(
+            self.settings.results_dir, env, prefix=self.settings.results_prefix
+        )
         self.saved_to = results.write(path, SCHEMA, env, self.records, settings)
 
     def finish(self) -> None:
