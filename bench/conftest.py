@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastclr.bench import impls
+from fastclr.bench import impls, results
 from fastclr.bench.harness import (
     MIB,
     SESSION,
@@ -146,3 +146,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 def bench(pytestconfig: pytest.Config) -> BenchSession:
     """The session's harness: inputs, oracle, checks, memory, timing and the results it records."""
     return pytestconfig.stash[SESSION]
+
+
+@pytest.fixture(scope="module")
+def records(request: pytest.FixtureRequest):
+    """The records of a suite module (train, data), written by a --benchmark-only run as
+    <results>/<device>/<module.RESULTS_PREFIX><time>.json with schema module.SCHEMA and the
+    environment module.results_env() returns."""
+    collected: list[dict] = []
+    yield collected
+    if not request.config.getoption("benchmark_only", False) or not collected:
+        return
+    module = request.module
+    env = module.results_env()
+    root = request.config.getoption("bench_results", None) or RESULTS_DIR
+    path = results.results_path(root, env, prefix=module.RESULTS_PREFIX)
+    results.write(path, module.SCHEMA, env, collected)

@@ -23,12 +23,11 @@ import skimage.data
 import torch
 from PIL import Image
 
-from fastclr.bench import environment, results
+from fastclr.bench import environment
 from fastclr.data import AugmentConfig, build_train_loader, load_eval_split
 from fastclr.data.dali_pipeline import dali_unavailable_reason
 
-RESULTS_DIR = Path(__file__).parent / "results"
-SCHEMA = "fastclr-bench-data/1"
+SCHEMA, RESULTS_PREFIX = "fastclr-bench-data/1", "data-"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 COPIES = 16  # 96 JPEG files
 CASES = {  # name -> (data, image size, batch size, batches timed per round)
@@ -60,17 +59,10 @@ def jpeg_folder(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def records(request):
-    """Results of this module; written to bench/results/ only by a --benchmark-only run."""
-    collected: list[dict] = []
-    yield collected
-    if not request.config.getoption("benchmark_only", False) or not collected:
-        return
+def results_env() -> dict:
+    """The environment recorded with this module's results (bench/conftest.py's `records`)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    env = {**environment.collect(device), **_versions()}
-    root = request.config.getoption("bench_results", None) or RESULTS_DIR
-    results.write(results.results_path(root, env, prefix="data-"), SCHEMA, env, collected)
+    return {**environment.collect(device), **_versions()}
 
 
 def _versions() -> dict:

@@ -12,15 +12,13 @@ channels_last. On CPU: ResNet-18 (CIFAR stem) at 16 px, batch 64. images/s count
 each contributes two views. Steps include optimizer (LARS) and scaler work, as the trainer runs them.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from fastclr.bench import environment, results
+from fastclr.bench import environment
 from fastclr.bench.train_step import largest_batch, make_step, synthetic_views
 
-RESULTS_DIR = Path(__file__).parent / "results"
+SCHEMA, RESULTS_PREFIX = "fastclr-bench-train/1", "train-"
 GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if GPU else "cpu")
 ARCH, IMAGE_SIZE = ("resnet50", 224) if GPU else ("resnet18", 16)
@@ -29,17 +27,9 @@ MAX_GPU_BATCH = 4096
 STEPS_PER_ROUND = 5 if GPU else 2
 
 
-@pytest.fixture(scope="module")
-def records(request):
-    """Results of this module; written to bench/results/ only by a --benchmark-only run."""
-    collected: list[dict] = []
-    yield collected
-    if not request.config.getoption("benchmark_only", False) or not collected:
-        return
-    env = environment.collect(DEVICE)
-    root = request.config.getoption("bench_results", None) or RESULTS_DIR
-    path = results.results_path(root, env, prefix="train-")
-    results.write(path, "fastclr-bench-train/1", env, collected)
+def results_env() -> dict:
+    """The environment recorded with this module's results (bench/conftest.py's `records`)."""
+    return environment.collect(DEVICE)
 
 
 @pytest.fixture(scope="module")
