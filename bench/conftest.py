@@ -111,9 +111,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if name in metafunc.fixturenames:
             cases = [
                 BudgetCase(impl, settings.budget_dim, dt, budget)
-                for budget in settings.budgets
                 for dt in settings.budget_dtypes
                 for impl in names
+                for budget in sorted(settings.budgets)
             ]
             if not settings.full:  # CI: no compile in the worker (~20 s); the loss suite checks it
                 cases = [c for c in cases if c.impl != impls.COMPILED]

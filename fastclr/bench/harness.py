@@ -219,6 +219,8 @@ class BenchSession:
         self._reference_error: float | None = None
         self._too_slow: dict[tuple, int] = {}  # (impl, mode, dtype, dim) -> rows that took too long
         self._no_fit: dict[tuple, int] = {}  # (impl, dtype, dim) -> rows that ran out of memory
+        self._searches: dict[tuple, memory.BudgetSearch] = {}  # (impl, dim, dtype) -> search
+        self._budget_timed: dict[tuple, dict] = {}  # (impl, dim, dtype, rows) -> its record
 
     @property
     def device(self) -> torch.device:
@@ -477,7 +479,9 @@ class BenchSession:
         return (self.settings.memory_limit_bytes or 2**30) // 4
 
     def largest_batch(self, benchmark, case: BudgetCase, suite: str) -> None:
-        """Largest 2N whose forward+backward fits the memory budget; then check and time it."""
+        """Largest 2N whose forward+backward fits the memory budget; then check and time it there.
+        One doubling search against the largest budget serves every budget of an (impl, D, dtype),
+        and a size already timed for a smaller budget is not timed again."""
         probe = LossCase(case.impl, "fwd+bwd", self.settings.budget_rows[0], case.dim, case.dtype)
         if case.impl in impls.PEER_MODULES:
             pytest.importorskip(impls.PEER_MODULES[case.impl])
@@ -485,23 +489,33 @@ class BenchSession:
         if skip is not None:
             self.skip(probe, suite, *skip)
         _ = self.env
-        search = self.search_budget(case)
+        key = (case.impl, case.dim, case.dtype)
+        if key not in self._searches:
+            self._searches[key] = self.search_budget(case, max(self.settings.budgets))
+        search = self._searches[key]
+        largest_rows, limited_by, peak = search.within(case.budget_bytes)
         budget = {
             "budget_bytes": case.budget_bytes,
-            "largest_rows": search.largest_rows,
-            "limited_by": search.limited_by,
+            "largest_rows": largest_rows,
+            "limited_by": limited_by,
             "probes": search.probes,
         }
         benchmark.extra_info.update(budget)
-        if search.largest_rows is None:
+        if largest_rows is None:
             self.record(probe, suite, status="no fit", reason="smallest size over budget", **budget)
             pytest.skip(f"{case.id}: not even 2N={probe.rows} fits {case.budget_bytes} B")
-        largest = LossCase(case.impl, "fwd+bwd", search.largest_rows, case.dim, case.dtype)
-        peak = search.probes[-1 if search.limited_by in ("cap", "time") else -2]["peak_bytes"]
-        self.measure(benchmark, largest, suite, peak=peak, guarded=False)
-        self.records[-1].update(budget)
+        timed = self._budget_timed.get((*key, largest_rows))
+        if timed is not None:  # this size was timed for a smaller budget: the same measurement
+            self.records.append({**timed, **budget})
+        else:
+            largest = LossCase(case.impl, "fwd+bwd", largest_rows, case.dim, case.dtype)
+            self.measure(benchmark, largest, suite, peak=peak, guarded=False)
+            self.records[-1].update(budget)
+            self._budget_timed[(*key, largest_rows)] = self.records[-1]
+        if self.settings.full:
+            self.save()
 
-    def search_budget(self, case: BudgetCase) -> memory.BudgetSearch:
+    def search_budget(self, case: BudgetCase, budget_bytes: int) -> memory.BudgetSearch:
         rows = list(self.settings.budget_rows)
         if self.device.type != "cuda":
             if memory.rss_unavailable_reason() is not None:
@@ -515,12 +529,12 @@ class BenchSession:
                     "dtype": case.dtype,
                     "seed": self.seed,
                     "temperature": impls.TEMPERATURE,
-                    "budget_bytes": case.budget_bytes,
+                    "budget_bytes": budget_bytes,
                     "memory_limit_bytes": self.settings.memory_limit_bytes or 2**62,
                     "max_call_s": self.settings.max_call_s,
                 }
             )
-            search = memory.BudgetSearch(case.budget_bytes)
+            search = memory.BudgetSearch(budget_bytes)
             search.largest_rows = reply["largest_rows"]
             search.limited_by = reply["limited_by"]
             search.probes = reply["probes"]
@@ -543,7 +557,7 @@ class BenchSession:
                 self.release()
             return peak, seconds, "time" if seconds > self.settings.max_call_s else ""
 
-        search = memory.BudgetSearch(case.budget_bytes)
+        search = memory.BudgetSearch(budget_bytes)
         search.run(rows, measure)
         self._inputs_key = None
         return search

@@ -114,6 +114,19 @@ class BudgetSearch:
                 self.limited_by = stop
                 return
 
+    def within(self, budget_bytes: int) -> tuple[int | None, str, int | None]:
+        """(largest rows, what limited it, its peak bytes) for a budget at most the searched one:
+        the probes are read again, stopping at the first over `budget_bytes`."""
+        largest, peak, limited_by = None, None, self.limited_by
+        for probe in self.probes:
+            if probe["peak_bytes"] is None:  # out of memory, or predicted too big
+                break
+            if probe["peak_bytes"] > budget_bytes:
+                limited_by = "budget"
+                break
+            largest, peak = probe["rows"], probe["peak_bytes"]
+        return largest, limited_by, peak
+
 
 def worker_call(request: dict) -> Callable[[], object]:
     """The call a request names, on CPU tensors, run once already (warm)."""

@@ -37,6 +37,7 @@ STATUS_TEXT = {
     "too slow": "too slow",
     "predicted too big": "too big",
     "no fit": "no fit",
+    "deadline": "not run (deadline)",
 }
 
 

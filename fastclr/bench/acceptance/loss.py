@@ -65,7 +65,6 @@ def run_bench(ctx: Context, name: str, args: list[str]) -> dict:
 
 def run_grid(ctx: Context, short: str) -> dict:
     sizes = ctx.sizes
-    dtype = sizes.loss_dtype_override or DTYPES[short]
     return run_bench(
         ctx,
         f"loss-{short}",
@@ -74,7 +73,7 @@ def run_grid(ctx: Context, short: str) -> dict:
             "test_loss",
             "--bench-rows=" + ",".join(map(str, sizes.loss_rows)),
             "--bench-dims=" + ",".join(map(str, sizes.loss_dims)),
-            f"--bench-dtypes={dtype}",
+            f"--bench-dtypes={DTYPES[short]}",
             "--bench-impls=" + ",".join(sizes.loss_impls),
             f"--bench-target-s={sizes.loss_target_s:g}",
             f"--bench-max-call-s={sizes.loss_max_call_s:g}",
