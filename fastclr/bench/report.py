@@ -354,7 +354,9 @@ def plot_groups(devices: list[Device], folder: Path) -> dict[tuple, list[Path]]:
                 ax.set_yscale("log")
                 ax.set_xlabel("batch size 2N (rows of cat(z1, z2))")
                 ax.set_ylabel(label)
-                where = device.env["device"] + (" (CPU)" if device.env["device_type"] == "cpu" else "")
+                where = device.env["device"] + (
+                    " (CPU)" if device.env["device_type"] == "cpu" else ""
+                )
                 ax.set_title(f"{where}: {mode}, {dtype}, D={dim}", fontsize=10)
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend(fontsize=8)
