@@ -15,15 +15,8 @@ import pytest
 import torch
 
 from fastclr.bench import impls, results
-from fastclr.bench.harness import (
-    MIB,
-    SESSION,
-    BenchSession,
-    BudgetCase,
-    LossCase,
-    int_list,
-    str_list,
-)
+from fastclr.bench.harness import SESSION, BenchSession
+from fastclr.bench.settings import MIB, BudgetCase, LossCase, int_list, str_list
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

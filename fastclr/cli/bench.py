@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fastclr.errors import UsageError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -91,12 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_benchmarks(args: argparse.Namespace) -> int:
     if not (args.bench_dir / "conftest.py").is_file():
-        print(
-            f"fastclr bench run: no benchmark suites at {args.bench_dir}/ "
-            "(run it from a fastclr checkout, or pass --bench-dir)",
-            file=sys.stderr,
+        raise UsageError(
+            f"no benchmark suites at {args.bench_dir}/: run it from a fastclr checkout, "
+            "or pass --bench-dir"
         )
-        return 2
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     command = [sys.executable, "-m", "pytest", str(args.bench_dir), "--benchmark-only", *extra]
     print("+ " + " ".join(command), flush=True)
