@@ -30,18 +30,6 @@ from fastclr.bench.settings import MIB, BudgetCase, LossCase, make_settings
 SCHEMA = "fastclr-bench/1"
 
 
-def is_out_of_memory(err: BaseException | None) -> bool:
-    """Out of memory, also when wrapped (torch.compile re-raises backend errors as its own)."""
-    while err is not None:
-        if isinstance(err, torch.cuda.OutOfMemoryError):
-            return True
-        text = str(err).lower()
-        if "out of memory" in text or "can't allocate memory" in text:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
 def summarize(times: list[float]) -> dict:
     """Median and spread of per-call seconds."""
     ordered = sorted(times)
@@ -321,7 +309,7 @@ class BenchSession:
                 rounds = int(min(self.settings.max_rounds, max(rounds, wanted)))
             device_stats, wall, timer = self.time_call(benchmark, call, rounds)
         except Exception as err:
-            if not is_out_of_memory(err):
+            if not memory.is_out_of_memory(err):
                 raise
             del err
             self._no_fit[(case.impl, case.dtype, case.dim)] = case.rows
@@ -413,7 +401,7 @@ class BenchSession:
                 seconds = self.call_seconds(call)
                 peak = memory.cuda_peak_bytes(call, self.device)
             except Exception as err:
-                if not is_out_of_memory(err):
+                if not memory.is_out_of_memory(err):
                     raise
                 return None, 0.0, "out of memory"
             finally:

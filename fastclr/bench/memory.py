@@ -42,6 +42,18 @@ REPLY_PREFIX = "fastclr-memory "
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def is_out_of_memory(err: BaseException | None) -> bool:
+    """Out of memory, also when wrapped (torch.compile re-raises backend errors as its own)."""
+    while err is not None:
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return True
+        text = str(err).lower()
+        if "out of memory" in text or "can't allocate memory" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def cuda_peak_bytes(call: Callable[[], object], device: torch.device) -> int:
     """Peak bytes the CUDA caching allocator handed out during `call`, beyond what was live before."""
     torch.cuda.synchronize(device)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from fastclr.bench.memory import is_out_of_memory
 from fastclr.model import build_model
 from fastclr.optim import build_optimizer
 from fastclr.train.loop import simclr_step
@@ -64,10 +65,6 @@ def synthetic_views(
         torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
         for _ in range(2)
     ]
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 def largest_batch(
