@@ -398,7 +398,8 @@ def generate(results_dir: Path, out: Path | None = None, plots: bool = True) -> 
         if plots and rows:
             try:
                 path = out.parent / "plots" / f"{device.slug}-throughput.png"
-                plot = report_sections.throughput_plot(rows, device.env["device"], path)
+                cpu = " (CPU)" if device.env["device_type"] == "cpu" else ""
+                plot = report_sections.throughput_plot(rows, device.env["device"] + cpu, path)
             except ImportError:
                 pass  # said once below
         if plot is not None:
