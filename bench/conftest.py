@@ -1,5 +1,4 @@
-"""pytest-benchmark harness for the NT-Xent loss: device-aware sizes, a correctness gate before every
-timing, peak extra memory, and JSON results under bench/results/<device-slug>/.
+"""pytest hooks and fixtures of the loss benchmarks; the harness itself is fastclr/bench/harness.py.
 
     pytest bench/ --benchmark-only            timings at this device's sizes, results saved as
                                               bench/results/<device-slug>/<UTC time>.json
@@ -7,97 +6,34 @@ timing, peak extra memory, and JSON results under bench/results/<device-slug>/.
                                               value and gradient checks, no timing, nothing saved
 
 Without --benchmark-only, this conftest switches timing off itself (as --benchmark-disable would).
-
-Sizes (2N = rows of cat(z1, z2); --bench-max-rows caps them):
-    CPU  2N 256..4096, D 128, fp32: a few minutes on 2 cores
-    GPU  2N 1024..1,048,576 at D 128 and 2N in {1024, 8192, 65536, 1048576} at D 64 and 256,
-         fp32/fp16/bf16, as far as each implementation fits (out of memory -> skipped and recorded)
-    CI   2N 96, D 48, fp32 (and bf16 on a GPU)
-
-Every case, before it is timed: value and gradient of the mean loss against the oracle on the same
-inputs (the float64 reference while it fits: 2N <= 4096 on CPU, 16384 on GPU; the chunked backend in
-fp32 beyond), relative error within TOLERANCE[dtype] or 2x the reference's own error in that dtype.
-A wrong implementation fails the test and is never timed. Times: pytest-benchmark's clock on CPU;
-CUDA events around each call on GPU (L2 flushed before each, median of many). Memory: see
-fastclr/bench/memory.py (CUDA allocator peak on GPU, peak RSS of a worker process on CPU).
+Sizes, the correctness gate and the memory probe: see the harness's docstring.
 """
 
-import gc
-import json
-import math
-import os
-import secrets
-import statistics
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from fastclr.bench import environment, impls, memory
+from fastclr.bench import impls, results
+from fastclr.bench.harness import SESSION, BenchSession
+from fastclr.bench.settings import MIB, BudgetCase, LossCase, int_list, str_list
 
 RESULTS_DIR = Path(__file__).parent / "results"
-MIB = 2**20
-
-CPU_ROWS = (256, 512, 1024, 2048, 4096)
-GPU_ROWS = tuple(2**k for k in range(10, 21))
-GPU_SIDE_DIMS, GPU_SIDE_ROWS = (64, 256), (1024, 8192, 65536, 1048576)
-CI_ROWS, CI_DIM = (96,), 48
-
-
-@dataclass(frozen=True)
-class LossCase:
-    impl: str
-    mode: str
-    rows: int
-    dim: int
-    dtype: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.impl}-{self.mode}-2N{self.rows}-D{self.dim}-{self.dtype}"
-
-
-@dataclass(frozen=True)
-class BudgetCase:
-    impl: str
-    dim: int
-    dtype: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.impl}-D{self.dim}-{self.dtype}"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that depends on the device and on whether this run times (full) or only checks."""
-
-    device: torch.device
-    full: bool
-    grid: tuple[tuple[int, int, str], ...]  # (rows, dim, dtype) timed by the loss suite
-    peer_grid: tuple[tuple[int, int, str], ...]
-    budget_bytes: int
-    budget_rows: tuple[int, ...]
-    budget_dtypes: tuple[str, ...]
-    max_call_s: float
-    dense_limit: int  # largest 2N checked against the float64 reference
-    oracle_block_bytes: int
-    target_s: float  # time spent timing one case
-    min_rounds: int
-    max_rounds: int
-    memory_limit_bytes: int | None  # CPU: sizes predicted above this are skipped, not tried
-    results_dir: Path
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fastclr-bench", "fastclr loss benchmarks (bench/)")
     group.addoption("--bench-max-rows", type=int, help="largest 2N to time (default: all)")
+    group.addoption("--bench-rows", type=int_list, help="2N values to time, e.g. 1024,4096")
+    group.addoption("--bench-dims", type=int_list, help="D values to time, e.g. 128,2048")
+    group.addoption("--bench-dtypes", type=str_list, help="e.g. bfloat16,float16,float32")
+    group.addoption(
+        "--bench-impls", type=str_list, help="only these implementations (default: all)"
+    )
     group.addoption(
         "--bench-budget-mib",
-        type=int,
-        help="memory budget of the largest-batch search (default: 512 on CPU, 8192 on GPU)",
+        help="memory budgets of the largest-batch search, comma-separated MiB or 'device' (all "
+        "the device's memory), e.g. 1024,device (default: 512 on CPU, 8192 on GPU)",
     )
     group.addoption(
         "--bench-budget-max-rows",
@@ -110,7 +46,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10.0,
         help="once one call takes longer, larger sizes of that implementation are skipped (10)",
     )
+    group.addoption(
+        "--bench-target-s", type=float, help="seconds spent timing one case (1 on GPU, 2 on CPU)"
+    )
+    group.addoption(
+        "--bench-deadline-s",
+        type=float,
+        help="cases that would start later than this after the session began are recorded as "
+        "skipped (default: none)",
+    )
     group.addoption("--bench-results", type=Path, help=f"results folder (default {RESULTS_DIR})")
+    group.addoption("--bench-prefix", help="results file name prefix (default: none)")
     group.addoption("--bench-seed", type=int, help="session seed of the inputs (default: random)")
     group.addoption(
         "--bench-threads",
@@ -127,58 +73,19 @@ def pytest_configure(config: pytest.Config) -> None:
     threads = config.getoption("bench_threads", None)
     if threads:
         torch.set_num_threads(threads)
-    config.stash[SESSION] = BenchSession(config)
-
-
-def make_settings(config: pytest.Config) -> Settings:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    gpu = device.type == "cuda"
-    full = bool(config.getoption("benchmark_only", False))
-    max_rows = config.getoption("bench_max_rows", None) or 2**62
-    if not full:
-        dtypes = ("float32", "bfloat16") if gpu else ("float32",)
-        grid = tuple((rows, CI_DIM, dt) for dt in dtypes for rows in CI_ROWS)
-        peer_grid, budget_rows = grid, (64, 128, 256)
-    elif gpu:
-        grid = tuple(
-            (rows, dim, dt)
-            for dt in ("bfloat16", "float16", "float32")
-            for dim in (128, *GPU_SIDE_DIMS)
-            for rows in (GPU_ROWS if dim == 128 else GPU_SIDE_ROWS)
-        )
-        peer_grid = tuple(c for c in grid if c[1] == 128)
-        budget_rows = GPU_ROWS
-    else:
-        grid = peer_grid = tuple((rows, 128, "float32") for rows in CPU_ROWS)
-        budget_rows = tuple(2**k for k in range(8, 14))
-    budget_max = config.getoption("bench_budget_max_rows", None)
-    budget_mib = config.getoption("bench_budget_mib", None) or (8192 if gpu else 512)
-    available = None if gpu else memory.available_bytes()
-    return Settings(
-        device=device,
-        full=full,
-        grid=tuple(c for c in grid if c[0] <= max_rows),
-        peer_grid=tuple(c for c in peer_grid if c[0] <= max_rows),
-        budget_bytes=(budget_mib if full else 2) * MIB,
-        budget_rows=tuple(r for r in budget_rows if budget_max is None or r <= budget_max),
-        budget_dtypes=("bfloat16", "float32") if gpu and full else (grid[0][2],),
-        max_call_s=config.getoption("bench_max_call_s", 10.0),
-        dense_limit=16384 if gpu else 4096,
-        oracle_block_bytes=(2048 if gpu else 256) * MIB,
-        target_s=1.0 if gpu else 2.0,
-        min_rounds=10 if gpu else 3,
-        max_rounds=200 if gpu else 50,
-        memory_limit_bytes=None if available is None else available // 2,
-        results_dir=config.getoption("bench_results", None) or RESULTS_DIR,
-    )
+    config.stash[SESSION] = BenchSession(config, RESULTS_DIR)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     settings = metafunc.config.stash[SESSION].settings
-    loss_impls = [*impls.loss_impl_names(), impls.FLOOR]
+
+    def chosen(names: list[str]) -> list[str]:
+        return [n for n in names if settings.impls is None or n in settings.impls]
+
+    loss_impls = chosen([*impls.loss_impl_names(), impls.FLOOR])
     grids = {
         "loss_case": (settings.grid, loss_impls),
-        "peer_case": (settings.peer_grid, impls.peer_impl_names()),
+        "peer_case": (settings.peer_grid, chosen(impls.peer_impl_names())),
     }
     for name, (grid, names) in grids.items():
         if name in metafunc.fixturenames:
@@ -190,16 +97,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             ]
             metafunc.parametrize(name, cases, ids=[c.id for c in cases])
     budgets = {
-        "budget_case": impls.loss_impl_names(),
-        "peer_budget_case": impls.peer_impl_names(),
+        "budget_case": chosen(impls.loss_impl_names()),
+        "peer_budget_case": chosen(impls.peer_impl_names()),
     }
     for name, names in budgets.items():
         if name in metafunc.fixturenames:
-            cases = [BudgetCase(impl, 128, dt) for dt in settings.budget_dtypes for impl in names]
+            cases = [
+                BudgetCase(impl, settings.budget_dim, dt, budget)
+                for dt in settings.budget_dtypes
+                for impl in names
+                for budget in sorted(settings.budgets)
+            ]
             if not settings.full:  # CI: no compile in the worker (~20 s); the loss suite checks it
-                cases = [
-                    BudgetCase(c.impl, CI_DIM, c.dtype) for c in cases if c.impl != impls.COMPILED
-                ]
+                cases = [c for c in cases if c.impl != impls.COMPILED]
             metafunc.parametrize(name, cases, ids=[c.id for c in cases])
 
 
@@ -209,7 +119,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     kind = "timing (--benchmark-only)" if settings.full else "checks only (timing disabled)"
     return [
         f"fastclr bench: {kind} on {settings.device}, 2N {rows[0]}..{rows[-1]}, "
-        f"budget {settings.budget_bytes // MIB} MiB"
+        "budgets " + ", ".join(f"{b // MIB} MiB" for b in settings.budgets)
     ]
 
 
@@ -226,432 +136,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 @pytest.fixture(scope="session")
-def bench(pytestconfig: pytest.Config) -> "BenchSession":
+def bench(pytestconfig: pytest.Config) -> BenchSession:
     """The session's harness: inputs, oracle, checks, memory, timing and the results it records."""
     return pytestconfig.stash[SESSION]
 
 
-def is_out_of_memory(err: BaseException | None) -> bool:
-    """Out of memory, also when wrapped (torch.compile re-raises backend errors as its own)."""
-    while err is not None:
-        if isinstance(err, torch.cuda.OutOfMemoryError):
-            return True
-        text = str(err).lower()
-        if "out of memory" in text or "can't allocate memory" in text:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def summarize(times: list[float]) -> dict:
-    """Median and spread of per-call seconds."""
-    ordered = sorted(times)
-    if len(ordered) >= 2:
-        q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
-    else:
-        q1 = q3 = ordered[0]
-    return {
-        "median_s": statistics.median(ordered),
-        "iqr_s": q3 - q1,
-        "q1_s": q1,
-        "q3_s": q3,
-        "mean_s": statistics.fmean(ordered),
-        "stddev_s": statistics.stdev(ordered) if len(ordered) >= 2 else 0.0,
-        "min_s": ordered[0],
-        "max_s": ordered[-1],
-        "rounds": len(ordered),
-    }
-
-
-class BenchSession:
-    """State shared by the benchmark tests of one pytest session."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.settings = make_settings(config)
-        self.seed = config.getoption("bench_seed", None)
-        if self.seed is None:
-            self.seed = secrets.randbits(31)
-        self.records: list[dict] = []
-        self.saved_to: Path | None = None
-        self._env: dict | None = None
-        self._worker: memory.RssWorker | None = None
-        self._inputs_key: tuple | None = None
-        self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._oracle: tuple | None = None
-        self._checked: dict[str, tuple] = {}  # impl -> (loss fn, value err, grad err, seconds)
-        self._reference_error: float | None = None
-        self._too_slow: dict[tuple, int] = {}  # (impl, mode, dtype, dim) -> rows that took too long
-        self._no_fit: dict[tuple, int] = {}  # (impl, dtype, dim) -> rows that ran out of memory
-
-    @property
-    def device(self) -> torch.device:
-        return self.settings.device
-
-    @property
-    def env(self) -> dict:
-        if self._env is None:
-            self._env = environment.collect(self.device)
-        return self._env
-
-    # -- inputs and the oracle ----------------------------------------------------------------
-
-    def inputs(self, rows: int, dim: int, dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input set of (rows, dim, dtype): fresh per session, shared by every implementation."""
-        key = (rows, dim, dtype)
-        if key != self._inputs_key:
-            self._inputs = self._oracle = None
-            self._checked.clear()
-            self._reference_error = None
-            self.release()
-            seed = impls.case_seed(self.seed, rows, dim, impls.DTYPES[dtype])
-            self._inputs = impls.make_projections(rows, dim, impls.DTYPES[dtype], self.device, seed)
-            self._inputs_key = key
-        return self._inputs
-
-    def oracle(self) -> tuple[torch.Tensor, torch.Tensor, str]:
-        if self._oracle is None:
-            z1, z2 = self._inputs
-            self._oracle = impls.oracle(
-                z1,
-                z2,
-                impls.TEMPERATURE,
-                self.settings.dense_limit,
-                self.settings.oracle_block_bytes,
-            )
-        return self._oracle
-
-    def tolerance(self, rows: int, dtype: torch.dtype) -> float:
-        """TOLERANCE[dtype], or twice torch's own error in this dtype where the reference fits."""
-        bound = impls.TOLERANCE[dtype]
-        if dtype == torch.float32 or rows > self.settings.dense_limit:
-            return bound
-        if self._reference_error is None:
-            value, grad, _ = self.oracle()
-            got_value, got_grad = impls.value_and_grad(impls.build_loss("reference"), *self._inputs)
-            self._reference_error = max(
-                impls.relative_error(got_value, value), impls.relative_error(got_grad, grad)
-            )
-        return max(bound, 2 * self._reference_error)
-
-    def checked_loss(self, case: LossCase) -> tuple:
-        """Build the implementation and check value and gradient against the oracle (once per
-        input set; fwd and fwd+bwd share it). Fails the test when it is wrong."""
-        if case.impl in self._checked:
-            return self._checked[case.impl]
-        z1, z2 = self._inputs
-        loss = impls.build_loss(case.impl)
-        start = time.perf_counter()
-        value, grad = impls.value_and_grad(loss, z1, z2)
-        self.synchronize()
-        seconds = time.perf_counter() - start
-        want_value, want_grad, method = self.oracle()
-        value_err = impls.relative_error(value, want_value)
-        grad_err = impls.relative_error(grad, want_grad)
-        tol = self.tolerance(case.rows, impls.DTYPES[case.dtype])
-        assert value_err <= tol and grad_err <= tol, (
-            f"{case.id} disagrees with the {method}: relative error of the value {value_err:.2e}, "
-            f"of the gradient {grad_err:.2e}, allowed {tol:.1e} (seed {self.seed}); not timed"
-        )
-        self._checked[case.impl] = (loss, value_err, grad_err, tol, method, seconds)
-        return self._checked[case.impl]
-
-    # -- guards ---------------------------------------------------------------------------------
-
-    def skip_reason(self, case: LossCase, guarded: bool = True) -> tuple[str, str] | None:
-        """(status, reason) when the case must not run here, else None. Unguarded: only whether
-        the implementation is usable at all."""
-        reason = impls.unavailable_reason(case.impl, self.device, impls.DTYPES[case.dtype])
-        if reason is not None:
-            return "unavailable", reason
-        if not guarded:
-            return None
-        slow = self._too_slow.get((case.impl, case.mode, case.dtype, case.dim))
-        if slow is not None and case.rows > slow:
-            return "too slow", (
-                f"one call at 2N={slow} took over {self.settings.max_call_s:g} s "
-                "(--bench-max-call-s)"
-            )
-        no_fit = self._no_fit.get((case.impl, case.dtype, case.dim))
-        if no_fit is not None and case.rows >= no_fit:
-            return "out of memory", f"ran out of memory at 2N={no_fit}"
-        limit = self.settings.memory_limit_bytes
-        if limit is not None and case.impl != impls.FLOOR:
-            need = impls.estimated_bytes(case.impl, case.rows, case.dim)
-            if need > limit:
-                return "predicted too big", (
-                    f"would need ~{need / 2**30:.1f} GiB, over half the available memory"
-                )
-        return None
-
-    def skip(self, case: LossCase, suite: str, status: str, reason: str) -> None:
-        self.record(case, suite, status=status, reason=reason)
-        pytest.skip(f"{case.id}: {reason}")
-
-    # -- measurement ----------------------------------------------------------------------------
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def release(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def peak_bytes(self, case: LossCase, call) -> tuple[int | None, str]:
-        """(peak extra bytes of one call, how it was measured)."""
-        if self.device.type == "cuda":
-            return memory.cuda_peak_bytes(call, self.device), "cuda max_memory_allocated"
-        if memory.rss_unavailable_reason() is not None:
-            return None, memory.rss_unavailable_reason()
-        reply = self.worker.request(
-            {
-                "op": "peak",
-                "impl": case.impl,
-                "mode": case.mode,
-                "rows": case.rows,
-                "dim": case.dim,
-                "dtype": case.dtype,
-                "seed": self.seed,
-                "temperature": impls.TEMPERATURE,
-            }
-        )
-        return reply["peak_bytes"], "peak RSS of a worker process (VmHWM, mmap threshold 64 KiB)"
-
-    @property
-    def worker(self) -> memory.RssWorker:
-        if self._worker is None:
-            self._worker = memory.RssWorker()
-        return self._worker
-
-    def call_seconds(self, call) -> float:
-        start = time.perf_counter()
-        result = call()
-        self.synchronize()
-        del result
-        return time.perf_counter() - start
-
-    def time_call(self, benchmark, call, rounds: int) -> tuple[dict | None, dict | None, str]:
-        """(device time stats, pytest-benchmark wall stats, timer) of `rounds` calls."""
-        if self.device.type != "cuda":
-            benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
-            if not benchmark.enabled:
-                return None, None, "perf_counter"
-            wall = summarize(list(benchmark.stats.stats.data))
-            return wall, wall, "perf_counter"
-        # Device time of each call between CUDA events; the 256 MiB write before each call
-        # evicts the inputs from L2 so that no call is timed from a warm cache.
-        flush = torch.empty(256 * MIB, dtype=torch.int8, device=self.device)
-        pairs = []
-
-        def timed() -> None:
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            result = call()
-            end.record()
-            torch.cuda.synchronize(self.device)
-            del result
-            pairs.append((start, end))
-
-        def flush_l2() -> None:
-            flush.zero_()
-
-        benchmark.pedantic(timed, setup=flush_l2, rounds=rounds, iterations=1)
-        if not benchmark.enabled:
-            return None, None, "cuda events"
-        device_times = summarize([s.elapsed_time(e) / 1e3 for s, e in pairs])
-        return device_times, summarize(list(benchmark.stats.stats.data)), "cuda events"
-
-    def measure(
-        self, benchmark, case: LossCase, suite: str, peak: int | None = None, guarded: bool = True
-    ) -> None:
-        """Check `case`, then measure its peak memory and time; record and attach the result.
-        `peak`: already measured (the budget search); unguarded: run even past the size guards."""
-        if case.impl in impls.PEER_MODULES:
-            pytest.importorskip(impls.PEER_MODULES[case.impl])
-        skip = self.skip_reason(case, guarded)
-        if skip is not None:
-            self.skip(case, suite, *skip)
-        _ = self.env  # the session's environment and timestamp: taken at its first measurement
-        z1, z2 = self.inputs(case.rows, case.dim, case.dtype)
-        info: dict = {}
-        try:
-            if case.impl == impls.FLOOR:
-                step = impls.floor_step(
-                    torch.cat([z1, z2]), case.mode, max_square_bytes=self.floor_square_bytes()
-                )
-                call, scale = step.call, step.scale
-                info["floor_method"] = step.method
-            else:
-                loss, value_err, grad_err, tol, method, first_s = self.checked_loss(case)
-                info.update(
-                    value_rel_err=value_err,
-                    grad_rel_err=grad_err,
-                    tolerance=tol,
-                    oracle=method,
-                    first_call_s=first_s,
-                )
-                call, scale = impls.loss_step(loss, z1, z2, case.mode), 1.0
-            warm_s = self.call_seconds(call)
-            if warm_s * scale > self.settings.max_call_s:
-                self._too_slow[(case.impl, case.mode, case.dtype, case.dim)] = case.rows
-            if self.settings.full and case.impl != impls.FLOOR:
-                if peak is None:
-                    peak, info["memory_method"] = self.peak_bytes(case, call)
-                else:
-                    info["memory_method"] = "from the budget search"
-            # Many rounds of a fast call; at least min_rounds unless that would take minutes.
-            rounds = self.settings.min_rounds
-            if warm_s * scale > self.settings.max_call_s:
-                rounds = 1
-            elif warm_s * rounds > 3 * self.settings.max_call_s:
-                rounds = 3
-            if self.settings.full:
-                wanted = self.settings.target_s / max(warm_s, 1e-6)
-                rounds = int(min(self.settings.max_rounds, max(rounds, wanted)))
-            device_stats, wall, timer = self.time_call(benchmark, call, rounds)
-        except Exception as err:
-            if not is_out_of_memory(err):
-                raise
-            del err
-            self._no_fit[(case.impl, case.dtype, case.dim)] = case.rows
-            self.release()
-            self.skip(case, suite, "out of memory", "out of memory")
-        if device_stats is not None and scale != 1.0:
-            device_stats = {
-                k: v * scale if k.endswith("_s") else v for k, v in device_stats.items()
-            }
-        info.update(peak_bytes=peak, timer=timer)
-        record = self.record(case, suite, status="ok", time=device_stats, wall=wall, **info)
-        benchmark.extra_info.update(record)
-
-    def floor_square_bytes(self) -> int:
-        """How large a [block, C] product operand the floor may allocate."""
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return free // 4
-        return (self.settings.memory_limit_bytes or 2**30) // 4
-
-    def largest_batch(self, benchmark, case: BudgetCase, suite: str) -> None:
-        """Largest 2N whose forward+backward fits the memory budget; then check and time it."""
-        probe = LossCase(case.impl, "fwd+bwd", self.settings.budget_rows[0], case.dim, case.dtype)
-        if case.impl in impls.PEER_MODULES:
-            pytest.importorskip(impls.PEER_MODULES[case.impl])
-        skip = self.skip_reason(probe, guarded=False)
-        if skip is not None:
-            self.skip(probe, suite, *skip)
-        _ = self.env
-        search = self.search_budget(case)
-        budget = {
-            "budget_bytes": self.settings.budget_bytes,
-            "largest_rows": search.largest_rows,
-            "limited_by": search.limited_by,
-            "probes": search.probes,
-        }
-        benchmark.extra_info.update(budget)
-        if search.largest_rows is None:
-            self.record(probe, suite, status="no fit", reason="smallest size over budget", **budget)
-            pytest.skip(f"{case.id}: not even 2N={probe.rows} fits {self.settings.budget_bytes} B")
-        largest = LossCase(case.impl, "fwd+bwd", search.largest_rows, case.dim, case.dtype)
-        peak = search.probes[-1 if search.limited_by in ("cap", "time") else -2]["peak_bytes"]
-        self.measure(benchmark, largest, suite, peak=peak, guarded=False)
-        self.records[-1].update(budget)
-
-    def search_budget(self, case: BudgetCase) -> memory.BudgetSearch:
-        rows = list(self.settings.budget_rows)
-        if self.device.type != "cuda":
-            if memory.rss_unavailable_reason() is not None:
-                pytest.skip(f"{case.id}: {memory.rss_unavailable_reason()}")
-            reply = self.worker.request(
-                {
-                    "op": "search",
-                    "impl": case.impl,
-                    "rows": rows,
-                    "dim": case.dim,
-                    "dtype": case.dtype,
-                    "seed": self.seed,
-                    "temperature": impls.TEMPERATURE,
-                    "budget_bytes": self.settings.budget_bytes,
-                    "memory_limit_bytes": self.settings.memory_limit_bytes or 2**62,
-                    "max_call_s": self.settings.max_call_s,
-                }
-            )
-            search = memory.BudgetSearch(self.settings.budget_bytes)
-            search.largest_rows = reply["largest_rows"]
-            search.limited_by = reply["limited_by"]
-            search.probes = reply["probes"]
-            return search
-
-        def measure(count: int) -> tuple[int | None, float, str]:
-            self._inputs_key = None
-            z1, z2 = self.inputs(count, case.dim, case.dtype)
-            call = None
-            try:
-                call = impls.loss_step(impls.build_loss(case.impl), z1, z2, "fwd+bwd")
-                seconds = self.call_seconds(call)
-                peak = memory.cuda_peak_bytes(call, self.device)
-            except Exception as err:
-                if not is_out_of_memory(err):
-                    raise
-                return None, 0.0, "out of memory"
-            finally:
-                del call, z1, z2
-                self.release()
-            return peak, seconds, "time" if seconds > self.settings.max_call_s else ""
-
-        search = memory.BudgetSearch(self.settings.budget_bytes)
-        search.run(rows, measure)
-        self._inputs_key = None
-        return search
-
-    # -- results --------------------------------------------------------------------------------
-
-    def record(self, case: LossCase, suite: str, **fields) -> dict:
-        record = {
-            "suite": suite,
-            **asdict(case),
-            "temperature": impls.TEMPERATURE,
-            "flops": impls.flops(case.rows, case.dim, case.mode),
-            **fields,
-        }
-        stats = record.get("time")
-        if stats:
-            record["tflops"] = record["flops"] / stats["median_s"] / 1e12
-        self.records.append(record)
-        return record
-
-    def finish(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-        if not self.settings.full or not any(r["status"] == "ok" for r in self.records):
-            return
-        env = self.env
-        folder = self.settings.results_dir / env["device_slug"]
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = env["timestamp"].replace(":", "").replace("-", "").replace("+0000", "Z")
-        path = folder / f"{stamp}.json"
-        payload = {
-            "schema": "fastclr-bench/1",
-            "env": {**env, "load_average_end": list(os.getloadavg())},
-            "settings": {
-                "seed": self.seed,
-                "budget_bytes": self.settings.budget_bytes,
-                "max_call_s": self.settings.max_call_s,
-                "dense_limit": self.settings.dense_limit,
-                "temperature": impls.TEMPERATURE,
-            },
-            "results": [{k: _json_safe(v) for k, v in r.items()} for r in self.records],
-        }
-        path.write_text(json.dumps(payload, indent=1) + "\n")
-        self.saved_to = path
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-SESSION = pytest.StashKey[BenchSession]()
+@pytest.fixture(scope="module")
+def records(request: pytest.FixtureRequest):
+    """The records of a suite module (train, data), written by a --benchmark-only run as
+    <results>/<device>/<module.RESULTS_PREFIX><time>.json with schema module.SCHEMA and the
+    environment module.results_env() returns."""
+    collected: list[dict] = []
+    yield collected
+    if not request.config.getoption("benchmark_only", False) or not collected:
+        return
+    module = request.module
+    env = module.results_env()
+    root = request.config.getoption("bench_results", None) or RESULTS_DIR
+    path = results.results_path(root, env, prefix=module.RESULTS_PREFIX)
+    results.write(path, module.SCHEMA, env, collected)

@@ -16,9 +16,6 @@ On a GPU, test_resnet50_step_rate measures the images/s a ResNet-50 training ste
 channels_last) to answer whether a loader keeps it fed.
 """
 
-import datetime
-import importlib.metadata
-import json
 from pathlib import Path
 
 import pytest
@@ -30,7 +27,7 @@ from fastclr.bench import environment
 from fastclr.data import AugmentConfig, build_train_loader, load_eval_split
 from fastclr.data.dali_pipeline import dali_unavailable_reason
 
-RESULTS_DIR = Path(__file__).parent / "results"
+SCHEMA, RESULTS_PREFIX = "fastclr-bench-data/1", "data-"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 COPIES = 16  # 96 JPEG files
 CASES = {  # name -> (data, image size, batch size, batches timed per round)
@@ -62,31 +59,15 @@ def jpeg_folder(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def records(request):
-    """Results of this module; written to bench/results/ only by a --benchmark-only run."""
-    collected: list[dict] = []
-    yield collected
-    if not request.config.getoption("benchmark_only", False) or not collected:
-        return
+def results_env() -> dict:
+    """The environment recorded with this module's results (bench/conftest.py's `records`)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    env = {**environment.collect(device), **_versions()}
-    folder = (request.config.getoption("bench_results", None) or RESULTS_DIR) / env["device_slug"]
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    payload = {"schema": "fastclr-bench-data/1", "env": env, "results": collected}
-    (folder / f"data-{stamp}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    return {**environment.collect(device), **_versions()}
 
 
 def _versions() -> dict:
     names = ("torch", "torchvision", "nvidia-dali-cuda130", "pillow", "numpy")
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"versions": versions}
+    return {"versions": {name: environment.package_version(name) for name in names}}
 
 
 def _check_views(first, second, labels, batch_size, size, dtype) -> None:

@@ -12,20 +12,13 @@ channels_last. On CPU: ResNet-18 (CIFAR stem) at 16 px, batch 64. images/s count
 each contributes two views. Steps include optimizer (LARS) and scaler work, as the trainer runs them.
 """
 
-import contextlib
-import datetime
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from fastclr.bench import environment
-from fastclr.model import build_model
-from fastclr.optim import build_optimizer
-from fastclr.train.loop import simclr_step
+from fastclr.bench.train_step import largest_batch, make_step, synthetic_views
 
-RESULTS_DIR = Path(__file__).parent / "results"
+SCHEMA, RESULTS_PREFIX = "fastclr-bench-train/1", "train-"
 GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if GPU else "cpu")
 ARCH, IMAGE_SIZE = ("resnet50", 224) if GPU else ("resnet18", 16)
@@ -34,48 +27,9 @@ MAX_GPU_BATCH = 4096
 STEPS_PER_ROUND = 5 if GPU else 2
 
 
-@pytest.fixture(scope="module")
-def records(request):
-    """Results of this module; written to bench/results/ only by a --benchmark-only run."""
-    collected: list[dict] = []
-    yield collected
-    if not request.config.getoption("benchmark_only", False) or not collected:
-        return
-    env = environment.collect(DEVICE)
-    folder = (request.config.getoption("bench_results", None) or RESULTS_DIR) / env["device_slug"]
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    payload = {"schema": "fastclr-bench-train/1", "env": env, "results": collected}
-    (folder / f"train-{stamp}.json").write_text(json.dumps(payload, indent=1) + "\n")
-
-
-def make_step(batch: int, size: int, *, loss: str, channels_last: bool, amp: bool):
-    """A closure running one trainer step on fresh synthetic views, plus the model's dtype info."""
-    model = build_model(ARCH, image_size=size).to(DEVICE)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    optimizer = build_optimizer("lars", model, lr=0.1, weight_decay=1e-6)
-    scaler = torch.amp.GradScaler(DEVICE.type, enabled=False)
-    autocast = (
-        torch.autocast(DEVICE.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-    )
-    backend = "auto" if loss == "fused" else "reference"
-
-    def step(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        return simclr_step(
-            model, optimizer, scaler, view1, view2, temperature=0.2,
-            loss_backend=backend, amp=autocast, memory_format=memory_format,
-        )  # fmt: skip
-
-    return step
-
-
-def synthetic_views(batch: int, size: int, channels_last: bool):
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return [
-        torch.randn(batch, 3, size, size, device=DEVICE).contiguous(memory_format=memory_format)
-        for _ in range(2)
-    ]
+def results_env() -> dict:
+    """The environment recorded with this module's results (bench/conftest.py's `records`)."""
+    return environment.collect(DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +37,7 @@ def gpu_batch() -> int:
     """Largest power-of-two batch whose AMP + channels_last step fits (GPU only)."""
     if not GPU:
         return CPU_BATCH
-    best, batch = 0, 64
-    while batch <= MAX_GPU_BATCH:
-        try:
-            step = make_step(batch, IMAGE_SIZE, loss="fused", channels_last=True, amp=True)
-            step(*synthetic_views(batch, IMAGE_SIZE, True))
-            torch.cuda.synchronize()
-            best, batch = batch, batch * 2
-        except torch.OutOfMemoryError:
-            break
-        finally:
-            step = None
-            torch.cuda.empty_cache()
+    best, _ = largest_batch(ARCH, IMAGE_SIZE, DEVICE, 64, MAX_GPU_BATCH)
     if best == 0:
         pytest.skip("not even a batch of 64 fits")
     return best
@@ -108,9 +51,9 @@ def test_train_step_throughput(benchmark, records, gpu_batch, inputs, loss, chan
     if amp and not GPU and benchmark.enabled:
         pytest.skip("CPU autocast (bf16) is emulated here: not a number worth recording")
     batch, size = (gpu_batch, IMAGE_SIZE) if benchmark.enabled else (CI_BATCH, CI_SIZE)
-    step = make_step(batch, size, loss=loss, channels_last=channels_last, amp=amp)
+    step = make_step(ARCH, batch, size, DEVICE, loss=loss, channels_last=channels_last, amp=amp)
     if inputs == "synthetic":
-        views = synthetic_views(batch, size, channels_last)
+        views = synthetic_views(batch, size, DEVICE, channels_last)
 
         def next_views():
             return views

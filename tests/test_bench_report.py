@@ -1,6 +1,7 @@
 """`fastclr bench report` on small synthetic results: tables, ratios, budgets, plots, the CLI."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -85,6 +86,13 @@ def results_dir(tmp_path: Path) -> Path:
                 "limited_by": "cap",
             },
             {
+                **timing("chunked", "fwd+bwd", 2048, 0.02, 30 * MIB),
+                "suite": "budget",
+                "budget_bytes": 4 * MIB,
+                "largest_rows": 2048,
+                "limited_by": "budget",
+            },
+            {
                 **timing("reference", "fwd+bwd", 2048, 0.040, 256 * MIB),
                 "suite": "budget",
                 "budget_bytes": 512 * MIB,
@@ -125,13 +133,16 @@ def test_tables_ratios_and_statuses(results_dir: Path, monkeypatch: pytest.Monke
     assert "| 2048 | 256 MiB | 32 MiB (8×) |" in text
     assert "| chunked | float32 | 128 | ≥ 8192 | cap | 40 MiB | 300 ms |" in text
     assert "| reference | float32 | 128 | 2048 | budget | 256 MiB | 40 ms |" in text
+    # one table per budget: the 4 MiB search does not replace the 512 MiB one
+    assert "fits 4 MiB" in text and "fits 512 MiB" in text
+    assert "| chunked | float32 | 128 | 2048 | budget | 30 MiB | 20 ms |" in text
     assert "- triton: needs a CUDA tensor" in text
     assert "| chunked | float32 | 1.0e-07 | 2.0e-06 | float64 reference |" in text
     assert "TFLOP/s" not in text  # CPU report: no TFLOP/s table
 
 
 def test_plots_are_pngs(results_dir: Path) -> None:
-    pytest.importorskip("matplotlib")
+    # matplotlib is in the dev extra: the README's test command makes these PNGs
     outcome = report.generate(results_dir, results_dir / "REPORT.md")
     names = sorted(p.name for p in outcome.plots)
     assert names == [
@@ -152,8 +163,104 @@ def test_cli_report(results_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert "| 2048 | 40 ms | 20 ms (2×) |" in out.read_text()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["bench", "report", "--results", str(empty)]) == 1
-    assert "no results" in capsys.readouterr().err
+    assert main(["bench", "report", "--results", str(empty)]) == 2
+    assert "no results under" in capsys.readouterr().err
+
+
+def report_cli(results: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "fastclr.cli.main", "bench", "report", "--no-plots"]
+    return subprocess.run(
+        [*command, "--results", str(results)], capture_output=True, text=True, timeout=120
+    )
+
+
+def damage(results_dir: Path, how: str) -> Path:
+    """A newer results file, damaged as `how` says; returns its path."""
+    path = results_dir / "cpu-test-cpu-9000" / "20260103T000000Z.json"
+    good = {
+        "schema": report.SCHEMA,
+        "env": env("2026-01-03T00:00:00+00:00"),
+        "settings": {},
+        "results": [timing("chunked", "fwd+bwd", 1024, 0.001, 8 * MIB)],
+    }
+    if how == "truncated":
+        path.write_text(json.dumps(good)[:150])
+    elif how == "missing key":
+        del good["results"][0]["rows"]
+        path.write_text(json.dumps(good))
+    elif how == "wrong type":
+        good["results"][0]["time"]["median_s"] = "fast"
+        path.write_text(json.dumps(good))
+    elif how == "env missing":
+        del good["env"]["timestamp"]
+        path.write_text(json.dumps(good))
+    return path
+
+
+@pytest.mark.parametrize(
+    "how, says",
+    [
+        ("truncated", "not valid JSON"),
+        ("missing key", "has no 'rows'"),
+        ("wrong type", "['median_s'] is str 'fast', expected a number"),
+        ("env missing", "env has no 'timestamp'"),
+    ],
+)
+def test_cli_report_names_a_damaged_file(results_dir: Path, how: str, says: str) -> None:
+    """A damaged newer file must stop the report (rc 2, one line naming it), not leave a stale one."""
+    before = (results_dir / "REPORT.md").exists()
+    path = damage(results_dir, how)
+    done = report_cli(results_dir)
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and says in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert (results_dir / "REPORT.md").exists() == before  # nothing written
+
+
+def test_cli_report_folder_with_only_a_corrupt_file(tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "some-gpu"
+    folder.mkdir(parents=True)
+    (folder / "20260101T000000Z.json").write_text('{"schema": "fastclr-bench/1", "env": {')
+    done = report_cli(tmp_path / "results")
+    assert done.returncode == 2
+    assert (
+        "20260101T000000Z.json: not valid JSON" in done.stderr and "no results" not in done.stderr
+    )
+
+
+def test_static_estimates_beside_measured(results_dir: Path) -> None:
+    """Another tool's JSON under static/: shown as estimates, with the measured median beside."""
+    static = results_dir / "static" / "3.6.0"
+    static.mkdir(parents=True)
+    estimates = [
+        {"impl": "chunked", "mode": "fwd+bwd", "rows": 1024, "dim": 128, "dtype": "float32",
+         "estimated_s": 0.004},
+        {"impl": "triton", "mode": "fwd", "rows": 65536, "dim": 128, "dtype": "bfloat16",
+         "estimated_s": 0.002},
+    ]  # fmt: skip
+    (static / "h100.json").write_text(json.dumps({"triton": "3.6.0", "estimates": estimates}))
+    text = report.generate(results_dir, plots=False).markdown.read_text()
+    assert "ESTIMATES, not measurements" in text and "static/3.6.0/h100.json" in text
+    assert "| chunked | fwd+bwd | 1024 | 128 | float32 | 0.004 | 5 ms |" in text
+    assert "| triton | fwd | 65536 | 128 | bfloat16 | 0.002 | — |" in text
+
+
+def test_train_and_data_results_in_report(results_dir: Path) -> None:
+    device = results_dir / "cpu-test-cpu-9000"
+    train = [{"suite": "train", "arch": "resnet50", "image_size": 224, "batch_size": 512,
+              "inputs": "synthetic", "loss": "fused", "compile": True, "channels_last": True,
+              "amp": "bf16", "images_per_s": 3123.4, "status": "ok"}]  # fmt: skip
+    payload = {"schema": "fastclr-bench-train/1", "env": env("2026-01-04T00:00:00+00:00"),
+               "results": train}  # fmt: skip
+    (device / "train-20260104T000000Z.json").write_text(json.dumps(payload))
+    outcome = report.generate(results_dir)
+    text = outcome.markdown.read_text()
+    assert (
+        "| step: synthetic, fused loss, torch.compile, channels_last, bf16 | resnet50 | 224 | "
+        "512 | 3123 | ok |" in text
+    )
+    assert any(p.name == "cpu-test-cpu-9000-throughput.png" for p in outcome.plots)
 
 
 def test_cli_run_needs_the_suites(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -50,6 +50,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
+def device_slug(device: torch.device) -> str:
+    """The results folder name of `device`: 'nvidia-h100-80gb-hbm3', 'cpu-amd-epyc'."""
+    if device.type == "cuda":
+        return slug(torch.cuda.get_device_properties(device).name)
+    return "cpu-" + slug(cpu_model())
+
+
 def collect(device: torch.device) -> dict:
     """The environment of a benchmark session on `device` (queries the GPU: call it at run time)."""
     cpu = cpu_model()
@@ -73,11 +80,11 @@ def collect(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         env.update(
             device=props.name,
-            device_slug=slug(props.name),
+            device_slug=device_slug(device),
             device_memory_bytes=props.total_memory,
             compute_capability=f"{props.major}.{props.minor}",
             driver=nvidia_driver(),
         )
     else:
-        env.update(device=cpu, device_slug="cpu-" + slug(cpu), device_memory_bytes=None)
+        env.update(device=cpu, device_slug=device_slug(device), device_memory_bytes=None)
     return env

@@ -42,6 +42,18 @@ REPLY_PREFIX = "fastclr-memory "
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def is_out_of_memory(err: BaseException | None) -> bool:
+    """Out of memory, also when wrapped (torch.compile re-raises backend errors as its own)."""
+    while err is not None:
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return True
+        text = str(err).lower()
+        if "out of memory" in text or "can't allocate memory" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def cuda_peak_bytes(call: Callable[[], object], device: torch.device) -> int:
     """Peak bytes the CUDA caching allocator handed out during `call`, beyond what was live before."""
     torch.cuda.synchronize(device)
@@ -113,6 +125,19 @@ class BudgetSearch:
             if stop:
                 self.limited_by = stop
                 return
+
+    def within(self, budget_bytes: int) -> tuple[int | None, str, int | None]:
+        """(largest rows, what limited it, its peak bytes) for a budget at most the searched one:
+        the probes are read again, stopping at the first over `budget_bytes`."""
+        largest, peak, limited_by = None, None, self.limited_by
+        for probe in self.probes:
+            if probe["peak_bytes"] is None:  # out of memory, or predicted too big
+                break
+            if probe["peak_bytes"] > budget_bytes:
+                limited_by = "budget"
+                break
+            largest, peak = probe["rows"], probe["peak_bytes"]
+        return largest, limited_by, peak
 
 
 def worker_call(request: dict) -> Callable[[], object]:

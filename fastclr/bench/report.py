@@ -1,19 +1,23 @@
-"""`fastclr bench report`: the JSON results of `pytest bench/ --benchmark-only` as a Markdown report
-with log-log PNG plots (time and peak memory vs batch size, one line per implementation).
+"""`fastclr bench report`: the JSON results under bench/results/ as a Markdown report with PNG plots
+(log-log time and peak memory vs batch size, one line per implementation; training and loading
+images/s), the GPU acceptance run's stages and the static estimates beside the measured figures.
 
-Input: every bench/results/<device-slug>/*.json with schema "fastclr-bench/1" (written by
-bench/conftest.py). Per device, the newest successful measurement of each (implementation, mode,
-2N, D, dtype) wins, so partial re-runs refresh their own rows and keep the others. matplotlib is
-optional (the `bench` extra): without it the tables are written and the plots are not, and the
-report says so.
+Input: every bench/results/<device-slug>/*.json (read and checked by report_inputs.py: an unreadable
+or incomplete results file stops the report with a UsageError naming it). Per device, the newest
+successful measurement of each (implementation, mode, 2N, D, dtype) wins, so partial re-runs
+refresh their own rows and keep the others. matplotlib is in the `dev` and `bench` extras: without
+it the tables are written and the plots are not, and the report says so.
 """
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA = "fastclr-bench/1"
+from fastclr.bench import report_sections
+from fastclr.bench.report_inputs import LOSS, Run, load
+from fastclr.errors import UsageError
+
+SCHEMA = LOSS
 MIB = 2**20
 
 # Column order of the tables and legend order of the plots; unknown names follow, sorted.
@@ -33,15 +37,8 @@ STATUS_TEXT = {
     "too slow": "too slow",
     "predicted too big": "too big",
     "no fit": "no fit",
+    "deadline": "not run (deadline)",
 }
-
-
-@dataclass
-class Run:
-    path: Path
-    env: dict
-    settings: dict
-    results: list[dict]
 
 
 @dataclass
@@ -52,7 +49,7 @@ class Device:
     env: dict  # of the newest run
     runs: list[Run] = field(default_factory=list)
     timings: dict[tuple, dict] = field(default_factory=dict)  # (impl, mode, rows, dim, dtype)
-    budgets: dict[tuple, dict] = field(default_factory=dict)  # (impl, dim, dtype)
+    budgets: dict[tuple, dict] = field(default_factory=dict)  # (budget bytes, impl, dim, dtype)
 
 
 @dataclass
@@ -62,28 +59,18 @@ class Outcome:
     warnings: list[str]
 
 
-def load_runs(results_dir: Path) -> list[Run]:
-    """Every results file under `results_dir`, oldest first; other JSON files are ignored."""
-    runs = []
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(data, dict) and data.get("schema") == SCHEMA:
-            runs.append(Run(path, data["env"], data.get("settings", {}), data["results"]))
-    return sorted(runs, key=lambda run: run.env["timestamp"])
-
-
 def collect_devices(runs: list[Run]) -> list[Device]:
     devices: dict[str, Device] = {}
     for run in runs:
+        if run.schema != LOSS:
+            devices.setdefault(run.env["device_slug"], Device(run.env["device_slug"], run.env))
+            continue
         device = devices.setdefault(run.env["device_slug"], Device(run.env["device_slug"], run.env))
         device.env = run.env
         device.runs.append(run)
         for record in run.results:
             if record["suite"] == "budget":
-                key = (record["impl"], record["dim"], record["dtype"])
+                key = (record.get("budget_bytes"), record["impl"], record["dim"], record["dtype"])
                 _keep_newest(device.budgets, key, {**record, "run": run.env["timestamp"]})
             else:
                 key = (
@@ -215,37 +202,41 @@ def accuracy_lines(device: Device) -> list[str]:
 
 
 def budget_lines(device: Device) -> list[str]:
-    if not device.budgets:
-        return []
-    budget = next(iter(device.budgets.values())).get("budget_bytes")
-    lines = [
-        f"### Largest batch whose forward+backward fits {format_bytes(budget or 0)}",
-        "",
-        "Doubling search over 2N; peak extra memory measured at every step.",
-        "",
-        "| implementation | dtype | D | largest 2N | limited by | peak there | fwd+bwd time there |",
-        "|---|---|---:|---:|---|---:|---:|",
-    ]
-    for (impl, dim, dtype), record in sorted(
-        device.budgets.items(), key=lambda item: (item[0][2], item[0][1], impl_sort_key(item[0][0]))
-    ):
-        if record["status"] == "unavailable":
-            continue
-        largest = record.get("largest_rows")
-        limited = record.get("limited_by", record["status"])
-        shown = "—" if largest is None else (f"≥ {largest}" if limited == "cap" else str(largest))
-        peak = peak_of(record)
-        seconds = time_of(record)
-        lines.append(
-            f"| {impl} | {dtype} | {dim} | {shown} | {limited} | "
-            f"{format_bytes(peak) if peak is not None else '—'} | "
-            f"{format_seconds(seconds) if seconds is not None else '—'} |"
-        )
-    lines += [
-        "",
-        "limited by: budget (next size over it), OOM, time, cap (end of the size grid).",
-        "",
-    ]
+    lines: list[str] = []
+    by_budget: dict = defaultdict(dict)
+    for (budget, *rest), record in device.budgets.items():
+        by_budget[budget or 0][tuple(rest)] = record
+    for budget, records in sorted(by_budget.items()):
+        lines += [
+            f"### Largest batch whose forward+backward fits {format_bytes(budget)}",
+            "",
+            "Doubling search over 2N; peak extra memory measured at every step.",
+            "",
+            "| implementation | dtype | D | largest 2N | limited by | peak there | fwd+bwd time there |",
+            "|---|---|---:|---:|---|---:|---:|",
+        ]
+        for (impl, dim, dtype), record in sorted(
+            records.items(), key=lambda item: (item[0][2], item[0][1], impl_sort_key(item[0][0]))
+        ):
+            if record["status"] == "unavailable":
+                continue
+            largest = record.get("largest_rows")
+            limited = record.get("limited_by", record["status"])
+            shown = (
+                "—" if largest is None else (f"≥ {largest}" if limited == "cap" else str(largest))
+            )
+            peak = peak_of(record)
+            seconds = time_of(record)
+            lines.append(
+                f"| {impl} | {dtype} | {dim} | {shown} | {limited} | "
+                f"{format_bytes(peak) if peak is not None else '—'} | "
+                f"{format_seconds(seconds) if seconds is not None else '—'} |"
+            )
+        lines += [
+            "",
+            "limited by: budget (next size over it), OOM, time, cap (end of the size grid).",
+            "",
+        ]
     return lines
 
 
@@ -289,12 +280,21 @@ def environment_lines(device: Device) -> list[str]:
     return lines
 
 
-def markdown(devices: list[Device], plots: dict[tuple, list[Path]], note: str, out: Path) -> str:
+def markdown(
+    devices: list[Device],
+    plots: dict[tuple, list[Path]],
+    note: str,
+    out: Path,
+    extra: dict[str, list[str]] | None = None,
+    tail: list[str] | None = None,
+) -> str:
+    """The report; extra: device slug -> lines after its loss tables; tail: lines at the end."""
     lines = [
-        "# fastclr loss benchmarks",
+        "# fastclr benchmarks",
         "",
         "Generated by `fastclr bench report` from the JSON results of `pytest bench/ "
-        "--benchmark-only`. Mean NT-Xent loss over cat(z1, z2), temperature 0.1; inputs are random "
+        "--benchmark-only` and `fastclr bench gpu`. Loss: mean NT-Xent over cat(z1, z2), "
+        "temperature 0.1; inputs are random "
         "projections with correlated positives. Times are medians; memory is the peak extra memory "
         "of one call (inputs excluded).",
         "",
@@ -317,6 +317,8 @@ def markdown(devices: list[Device], plots: dict[tuple, list[Path]], note: str, o
         lines += budget_lines(device)
         lines += accuracy_lines(device)
         lines += unavailable_lines(device)
+        lines += (extra or {}).get(device.slug, [])
+    lines += tail or []
     return "\n".join(lines)
 
 
@@ -352,7 +354,10 @@ def plot_groups(devices: list[Device], folder: Path) -> dict[tuple, list[Path]]:
                 ax.set_yscale("log")
                 ax.set_xlabel("batch size 2N (rows of cat(z1, z2))")
                 ax.set_ylabel(label)
-                ax.set_title(f"{device.env['device']}: {mode}, {dtype}, D={dim}", fontsize=10)
+                where = device.env["device"] + (
+                    " (CPU)" if device.env["device_type"] == "cpu" else ""
+                )
+                ax.set_title(f"{where}: {mode}, {dtype}, D={dim}", fontsize=10)
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend(fontsize=8)
                 fig.tight_layout()
@@ -366,24 +371,52 @@ def plot_groups(devices: list[Device], folder: Path) -> dict[tuple, list[Path]]:
 
 def generate(results_dir: Path, out: Path | None = None, plots: bool = True) -> Outcome:
     """Write the Markdown report (default results_dir/REPORT.md) and, with matplotlib, its plots
-    (in a plots/ folder beside it)."""
+    (in a plots/ folder beside it). UsageError when a results file is unreadable or incomplete, or
+    when there are no results at all."""
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir / "REPORT.md"
-    devices = collect_devices(load_runs(results_dir))
+    if not results_dir.is_dir():
+        raise UsageError(f"--results {results_dir} is not a folder: pass the results folder")
+    runs, stages, static = load(results_dir)
+    devices = collect_devices(runs)
+    for stage in stages:  # a device with only acceptance records (its env stage names it)
+        env = stage.get("result") if stage["stage"] == "env" else None
+        if isinstance(env, dict) and env.get("device_slug") not in {d.slug for d in devices}:
+            devices.append(Device(env["device_slug"], env))
     if not devices:
-        raise FileNotFoundError(f"no results ({SCHEMA} JSON) under {results_dir}")
+        raise UsageError(
+            f"no results under {results_dir}: run `fastclr bench run` or `fastclr bench gpu` "
+            "first, or pass --results FOLDER"
+        )
     warnings: list[str] = []
     written: dict[tuple, list[Path]] = {}
+    extra: dict[str, list[str]] = {}
     note = ""
+    for device in devices:
+        rows = report_sections.throughput_rows(runs, device.slug)
+        plot = None
+        if plots and rows:
+            try:
+                path = out.parent / "plots" / f"{device.slug}-throughput.png"
+                cpu = " (CPU)" if device.env["device_type"] == "cpu" else ""
+                plot = report_sections.throughput_plot(rows, device.env["device"] + cpu, path)
+            except ImportError:
+                pass  # said once below
+        if plot is not None:
+            written[(device.slug, "throughput")] = [plot]
+        extra[device.slug] = report_sections.throughput_lines(rows, plot, out)
+        extra[device.slug] += report_sections.acceptance_lines(stages, device.slug)
     if plots:
         try:
-            written = plot_groups(devices, out.parent / "plots")
+            written.update(plot_groups(devices, out.parent / "plots"))
         except ImportError:
             warnings.append(
                 "matplotlib is not installed: tables written, plots not "
-                "(pip install 'fastclr[bench]' adds it)"
+                "(pip install 'fastclr[dev]' or 'fastclr[bench]' adds it)"
             )
             note = "Plots: not generated here (matplotlib is not installed)."
+    measured = report_sections.measured_medians(runs)
+    tail = report_sections.static_lines(static, results_dir, measured)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(devices, written, note, out) + "\n")
+    out.write_text(markdown(devices, written, note, out, extra, tail) + "\n")
     return Outcome(out, [p for paths in written.values() for p in paths], warnings)

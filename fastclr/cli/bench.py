@@ -1,9 +1,12 @@
-"""`fastclr bench`: run the loss benchmarks (`run`) and turn their results into a report (`report`)."""
+"""`fastclr bench`: run the loss benchmarks (`run`), turn their results into a report (`report`), and
+the GPU acceptance run (`gpu`: every GPU figure in one resumable command, fastclr/bench/acceptance/)."""
 
 import argparse
 import subprocess
 import sys
 from pathlib import Path
+
+from fastclr.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,23 +46,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, help="Markdown file to write (default: <results>/REPORT.md)"
     )
     report_parser.add_argument("--no-plots", action="store_true", help="tables only")
+    add_gpu_parser(actions)
     parser.set_defaults(func=run)
+
+
+def add_gpu_parser(actions: argparse._SubParsersAction) -> None:
+    from fastclr.bench.acceptance import STAGE_NAMES
+
+    gpu = actions.add_parser(
+        "gpu",
+        help="the GPU acceptance run: environment, GPU tests, loss grid, memory budgets, training "
+        "step, DALI, report; resumable stages (recommended: no flags, from the checkout's root)",
+    )
+    gpu.add_argument(
+        "--stage",
+        action="append",
+        choices=STAGE_NAMES,
+        metavar="NAME",
+        help=f"run only this stage (repeatable; the report always follows): {', '.join(STAGE_NAMES)}",
+    )
+    gpu.add_argument(
+        "--force", action="store_true", help="rerun stages whose results exist (default: skip them)"
+    )
+    gpu.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="every stage, writer and the report on the CPU at tiny sizes (what CI runs)",
+    )
+    gpu.add_argument(
+        "--results",
+        type=Path,
+        help="results folder (default: bench/results; with --dry-run a new temporary folder)",
+    )
+    gpu.add_argument(
+        "--repo", type=Path, default=Path("."), help="the fastclr checkout (default: .)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bench_action == "run":
         return run_benchmarks(args)
+    if args.bench_action == "gpu":
+        return run_acceptance(args)
     return write_report(args.results, args.out, plots=not args.no_plots)
 
 
 def run_benchmarks(args: argparse.Namespace) -> int:
     if not (args.bench_dir / "conftest.py").is_file():
-        print(
-            f"fastclr bench run: no benchmark suites at {args.bench_dir}/ "
-            "(run it from a fastclr checkout, or pass --bench-dir)",
-            file=sys.stderr,
+        raise UsageError(
+            f"no benchmark suites at {args.bench_dir}/: run it from a fastclr checkout, "
+            "or pass --bench-dir"
         )
-        return 2
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     command = [sys.executable, "-m", "pytest", str(args.bench_dir), "--benchmark-only", *extra]
     print("+ " + " ".join(command), flush=True)
@@ -72,14 +109,18 @@ def run_benchmarks(args: argparse.Namespace) -> int:
 def write_report(results: Path, out: Path | None, plots: bool) -> int:
     from fastclr.bench.report import generate
 
-    try:
-        outcome = generate(results, out, plots=plots)
-    except FileNotFoundError as err:
-        print(f"fastclr bench report: {err}", file=sys.stderr)
-        return 1
+    outcome = generate(results, out, plots=plots)  # unreadable results: UsageError, exit 2
     for warning in outcome.warnings:
         print(f"fastclr bench report: WARNING: {warning}", file=sys.stderr)
     print(
         f"wrote {outcome.markdown}" + (f" and {len(outcome.plots)} plots" if outcome.plots else "")
     )
     return 0
+
+
+def run_acceptance(args: argparse.Namespace) -> int:
+    from fastclr.bench.acceptance import runner
+    from fastclr.bench.acceptance.context import make_context
+
+    ctx = make_context(args.dry_run, args.results, args.repo)
+    return runner.run(ctx, args.stage, args.force, echo=lambda line: print(line, flush=True))

@@ -1,7 +1,6 @@
 """`fastclr info`: versions, the device, and which loss backends are usable here (and why not)."""
 
 import argparse
-import importlib.metadata
 import platform
 
 
@@ -12,25 +11,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from fastclr import __version__
+    from fastclr.bench.environment import package_version
     from fastclr.ops.backends import usability_report
+
+    def version(name: str) -> str:
+        return package_version(name) or "not installed"
 
     print(f"fastclr       {__version__}")
     print(f"python        {platform.python_version()}")
     print(f"torch         {torch.__version__} (CUDA build {torch.version.cuda or 'none'})")
-    print(f"torchvision   {package_version('torchvision')}")
-    print(f"triton        {package_version('triton')}")
-    print(f"nvidia-dali   {package_version('nvidia-dali-cuda130')}")
+    print(f"torchvision   {version('torchvision')}")
+    print(f"triton        {version('triton')}")
+    print(f"nvidia-dali   {version('nvidia-dali-cuda130')}")
     if torch.cuda.is_available():
         device = torch.device("cuda")
         name = torch.cuda.get_device_name(device)
