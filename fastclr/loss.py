@@ -49,8 +49,10 @@ class NTXentLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        learnable = ", learnable" if isinstance(self.temperature, nn.Parameter) else ""
+        tau = self.temperature
+        value = tau.detach().item() if isinstance(tau, Tensor) else tau
+        learnable = ", learnable" if isinstance(tau, nn.Parameter) else ""
         return (
-            f"temperature={float(self.temperature)}{learnable}, reduction={self.reduction!r}, "
+            f"temperature={value:g}{learnable}, reduction={self.reduction!r}, "
             f"backend={self.backend!r}"
         )

@@ -30,6 +30,11 @@ from torch import Tensor
 from fastclr.errors import UsageError
 
 
+def backend_name(backend) -> str:
+    """The name of a primitives object for messages: registered name, else module name."""
+    return getattr(backend, "name", getattr(backend, "__name__", type(backend).__name__))
+
+
 class BackwardRows(torch.autograd.Function):
     """backend.backward_rows as an autograd node that refuses to be differentiated again.
 
@@ -46,8 +51,7 @@ class BackwardRows(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        backend = inputs[-1]
-        ctx.backend_name = getattr(backend, "name", getattr(backend, "__name__", "this backend"))
+        ctx.backend_name = backend_name(inputs[-1])
 
     @staticmethod
     def backward(ctx, grad: Tensor):

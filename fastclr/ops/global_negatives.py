@@ -43,10 +43,11 @@ parameters follow the gradient of the MEAN over ranks of the per-rank losses. He
 The raw gradient a rank sees for its own z (before DDP) is W times the single-process gradient of those
 rows: that factor is what DDP's division by W removes.
 
-Temperature. A tensor tau that requires grad gets, on each rank, -(1/(2τ))·Σ_{local rows i} <ẑ_i, dẑ_i>
-(fastclr/ops/function.py derives it), the rank's share of the gradient of what the ranks differentiate.
-Its average over ranks is the single-process dL/dτ, the gradient convention above: DDP averages it when
-τ is a parameter of the DDP-wrapped module; otherwise all_reduce τ.grad and divide by W.
+Temperature. A tensor τ that requires grad gets, on each rank, −(1/(2τ))·Σ_{local rows i} <ẑ_i, dẑ_i>
+(derived in fastclr/ops/function.py): the rank's share. Summed over ranks, the shares are the gradient
+of the sum over ranks of what the ranks differentiate, as the z-gradients are; DDP's average of them is
+the single-process dL/dτ for "mean"/"sum" (and for `.mean()` of "none"), when τ is a parameter of the
+DDP-wrapped module. A τ outside DDP needs its gradient all_reduced and divided by W.
 
 Every rank must call this (same temperature, reduction, dtype) and backpropagate through it, as with DDP.
 Memory per rank: the gathered columns C·D in the compute dtype plus the [C] lse, never C x C.
