@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from fastclr.ops.backends import BACKENDS
 from fastclr.ops.nt_xent import nt_xent
 from tests.loss_cases import usable_backends
 
@@ -37,19 +38,32 @@ def value_and_grads(loss_fn, inputs: list[torch.Tensor], upstream=None):
     return (value.detach(), *torch.autograd.grad(weighted, inputs))
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
-@pytest.mark.parametrize("dynamic", [None, True])
-def test_compiled_loss_survives_a_changing_batch_size(backend: str, dynamic) -> None:
+def assert_compiled_equals_eager(backend: str, dynamic, device: str = "cpu") -> None:
     def loss(a, b):
         return nt_xent(a, b, 0.2, backend=backend)
 
     compiled = torch.compile(loss, dynamic=dynamic, fullgraph=True)
     for n in BATCH_SIZES:
-        z1, z2 = torch.randn(n, 16), torch.randn(n, 16)
+        z1, z2 = torch.randn(n, 16, device=device), torch.randn(n, 16, device=device)
         ours = value_and_grads(compiled, leaves(z1, z2))
         eager = value_and_grads(loss, leaves(z1, z2))
         for mine, expected in zip(ours, eager, strict=True):
             torch.testing.assert_close(mine, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_compiled_loss_survives_a_changing_batch_size(backend: str, dynamic) -> None:
+    assert_compiled_equals_eager(backend, dynamic)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_gpu_compiled_loss_survives_a_changing_batch_size(backend: str) -> None:
+    reason = BACKENDS[backend].unavailable_reason(torch.device("cuda"), torch.float32)
+    if reason is not None:
+        pytest.skip(reason)
+    assert_compiled_equals_eager(backend, True, "cuda")
 
 
 def test_compiled_per_row_losses_with_a_learnable_temperature() -> None:

@@ -160,6 +160,36 @@ def test_a_learnable_temperature_driven_out_of_range_is_refused_with_the_fix() -
         nt_xent(torch.randn(4, 3), torch.randn(4, 3), tau)
 
 
+class StandInExtension:
+    """The compiled CUDA extension's two entry points, computed by the chunked spec in fp32 on the
+    CPU, checking the arguments that fastclr/ops/cuda_backend.py passes to the real one."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def forward_rows(self, zr, zc, row_ids, inv_temp):
+        assert type(inv_temp) is float and zr.is_contiguous() and zc.is_contiguous()
+        self.calls.append("forward_rows")
+        return [t.float() for t in chunked.forward_rows(zr, zc, row_ids, inv_temp)]
+
+    def backward_rows(self, zr, zc, row_ids, lse_c, g_c, inv_temp):
+        assert type(inv_temp) is float and lse_c.dtype == g_c.dtype == torch.float32
+        self.calls.append("backward_rows")
+        return chunked.backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp).float()
+
+
+def test_cuda_backend_python_path_with_a_stand_in_extension(monkeypatch) -> None:
+    """Without a GPU: the cuda backend's wrappers, the custom ops and the temperature gradient, with
+    only the compiled extension stood in (the `gpu` test below runs the real one)."""
+    from fastclr.ops import cuda_backend
+
+    extension = StandInExtension()
+    monkeypatch.setattr(cuda_backend, "availability", lambda device, dtype: None)
+    monkeypatch.setattr(cuda_backend, "load_extension", lambda: extension)
+    assert_matches_float64(torch.randn(13, 6), torch.randn(13, 6), 0.2, "cuda")
+    assert extension.calls == ["forward_rows", "backward_rows"]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["chunked", "triton", "cuda"])
 @pytest.mark.parametrize(
