@@ -21,7 +21,7 @@ every rank's rows, each rank adding its own.
 The backends' backward is first-order only: a double backward raises a UsageError that says so.
 """
 
-from types import ModuleType
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,20 @@ from torch import Tensor
 from fastclr.errors import UsageError
 
 
-def backend_name(backend) -> str:
+class Primitives(Protocol):
+    """A backend's two primitives with the contract of fastclr/ops/chunked.py: a backend module
+    itself, or fastclr.ops.primitives.NAMED[name] (the same through custom ops)."""
+
+    def forward_rows(
+        self, zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def backward_rows(
+        self, zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c: Tensor, g_c: Tensor, inv_temp: float
+    ) -> Tensor: ...
+
+
+def backend_name(backend: Primitives) -> str:
     """The name of a primitives object for messages: registered name, else module name."""
     return getattr(backend, "name", getattr(backend, "__name__", type(backend).__name__))
 
@@ -46,7 +59,7 @@ class BackwardRows(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(zr, zc, row_ids, lse_c, g_c, inv_temp: float, backend) -> Tensor:
+    def forward(zr, zc, row_ids, lse_c, g_c, inv_temp: float, backend: Primitives) -> Tensor:
         return backend.backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp)
 
     @staticmethod
@@ -81,7 +94,9 @@ class NTXentRows(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z_hat: Tensor, temperature, inv_temp: float, backend) -> tuple[Tensor, Tensor]:
+    def forward(
+        z_hat: Tensor, temperature: Tensor | None, inv_temp: float, backend: Primitives
+    ) -> tuple[Tensor, Tensor]:
         row_ids = torch.arange(z_hat.shape[0], device=z_hat.device)
         lse, pos_logit = backend.forward_rows(z_hat, z_hat, row_ids, inv_temp)
         return lse - pos_logit, lse
@@ -121,7 +136,7 @@ def nt_xent_rows(
     z1: Tensor,
     z2: Tensor,
     temperature: float,
-    backend: ModuleType,
+    backend: Primitives,
     *,
     temperature_tensor: Tensor | None = None,
 ) -> Tensor:
@@ -129,8 +144,7 @@ def nt_xent_rows(
 
     Args:
         z1, z2: [N, D] projections. temperature: tau's value, a float > 0.
-        backend: primitives (forward_rows, backward_rows): fastclr.ops.primitives.NAMED[name] for
-            a registered backend, or any module with the contract of fastclr/ops/chunked.py.
+        backend: the primitives (see Primitives).
         temperature_tensor: the 0-dim tensor holding tau when it requires grad (it gets dL/dtau).
     """
     rows, _ = NTXentRows.apply(

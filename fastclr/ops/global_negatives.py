@@ -60,6 +60,7 @@ from torch import Tensor
 from fastclr.ops import primitives
 from fastclr.ops.function import (
     BackwardRows,
+    Primitives,
     normalized_rows,
     nt_xent_rows,
     reduce_rows,
@@ -138,7 +139,7 @@ class GlobalNTXentRows(torch.autograd.Function):
         z_local: Tensor,
         temperature: Tensor | None,
         inv_temp: float,
-        backend,
+        backend: Primitives,
         group: dist.ProcessGroup | None,
     ) -> tuple[Tensor, Tensor]:
         rank, world = dist.get_rank(group), dist.get_world_size(group)

@@ -45,6 +45,13 @@ def nt_xent(
 
     Zero rows normalize as F.normalize does (to zero, never NaN). NaN or Inf in the inputs
     propagates to the loss, as it does in the reference: it is not masked.
+
+    Works under torch.compile (dynamic shapes) and torch.func (grad, vmap, jacrev). The
+    memory-efficient backends are differentiable once; "reference" to any order.
+
+    Raises:
+        fastclr.errors.UsageError (a ValueError; a TypeError too for a wrong type) naming the
+        argument and the fix.
     """
     check_projections(z1, z2)
     tau, tau_tensor = check_temperature(temperature)
