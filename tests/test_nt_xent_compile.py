@@ -7,9 +7,14 @@ asserts that a float temperature compiles without a graph break. Triton runs thr
 interpreter without a GPU (conftest.py).
 """
 
+import getpass
+import os
+import tempfile
+
 import pytest
 import torch
 from torch import nn
+from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
 from fastclr.ops.backends import BACKENDS
 from fastclr.ops.nt_xent import nt_xent
@@ -19,6 +24,18 @@ FUSED_BACKENDS = [
     b for b in usable_backends(torch.device("cpu"), torch.float32) if b != "reference"
 ]
 BATCH_SIZES = (32, 48, 33)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def inductor_cache_per_cpu_capability():
+    """One on-disk inductor cache per CPU kernel set. torch 2.14.1 does not key its cached C++
+    kernels on ATEN_CPU_CAPABILITY: on an AVX-512 machine, a run under ATEN_CPU_CAPABILITY=avx2
+    after a default run reused the other's kernels and wrote out of bounds (garbage row indices,
+    "double free or corruption")."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    name = f"fastclr-inductor-{getpass.getuser()}-{capability}"
+    with temporary_cache_dir(os.path.join(tempfile.gettempdir(), name)):
+        yield
 
 
 @pytest.fixture(autouse=True)
