@@ -58,15 +58,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from fastclr.ops import primitives
-from fastclr.ops.function import (
-    BackwardRows,
-    Primitives,
-    normalized_rows,
-    nt_xent_rows,
-    reduce_rows,
-    temperature_grad,
-)
-from fastclr.ops.reference import nt_xent_reference
+from fastclr.ops.function import BackwardRows, Primitives, normalized_rows, temperature_grad
 
 
 def distributed_world_size(group: dist.ProcessGroup | None = None) -> int:
@@ -190,29 +182,23 @@ def nt_xent_global(
         reduction: "mean" / "sum": the global value on every rank, with gradients that DDP's
             averaging turns into the single-process gradients of the global batch. "none": the [2n]
             local per-row losses (cat(z1, z2) order).
-        backend: a registered backend name (fastclr.ops.backends); "reference" means the reference
-            oracle on one process and the chunked primitives (its executable spec) across ranks.
+        backend: a registered backend name (fastclr.ops.backends); "reference" runs the chunked
+            primitives, its executable spec (the reference itself needs all rows).
         group: process group (default: the world).
         temperature_tensor: the 0-dim tensor holding tau when it requires grad (see the module
             docstring for the gradient each rank gets).
 
     Returns:
-        fp32 (fp64 for fp64 inputs) scalar, or [2n]. Without an initialized process group or with
-        world size 1 this is exactly the single-process loss.
+        fp32 (fp64 for fp64 inputs) scalar, or [2n].
+
+    Needs an initialized process group; nt_xent(..., gather_distributed=True) computes the
+    single-process loss without one, or with a world size of 1.
 
     Communication per call: all_gather of the normalized rows (C·D elements in the inputs' dtype),
     of the lse (+ loss sums, C + W fp32) and in backward of the upstream gradients (C fp32), plus a
     2·W int64 shape check. Memory: C·D + O(block·C); no C x C tensor.
     """
     world = distributed_world_size(group)
-    if world == 1:
-        if backend == "reference":
-            tau = temperature if temperature_tensor is None else temperature_tensor
-            return nt_xent_reference(z1, z2, tau, reduction)
-        rows = nt_xent_rows(
-            z1, z2, temperature, primitives.NAMED[backend], temperature_tensor=temperature_tensor
-        )
-        return reduce_rows(rows, reduction)
     check_same_rows(z1.shape[0], z1.shape[1], group)
     ops = primitives.NAMED["chunked" if backend == "reference" else backend]
     rows, total = GlobalNTXentRows.apply(

@@ -4,7 +4,7 @@ from torch import Tensor
 
 from fastclr.ops import backends, primitives
 from fastclr.ops.function import nt_xent_rows, reduce_rows
-from fastclr.ops.global_negatives import nt_xent_global
+from fastclr.ops.global_negatives import distributed_world_size, nt_xent_global
 from fastclr.ops.reference import nt_xent_reference
 from fastclr.ops.validation import check_projections, check_reduction, check_temperature
 
@@ -36,7 +36,8 @@ def nt_xent(
         backend: "auto" (best usable: Triton/CUDA kernels for CUDA tensors, else "chunked"),
             "reference" (plain PyTorch, O(N^2) memory), "chunked" (PyTorch row blocks, O(N*D)),
             "triton" or "cuda" (fused kernels, O(N*D)).
-        gather_distributed: use every rank's rows as negatives (torch.distributed).
+        gather_distributed: use every rank's rows as negatives (torch.distributed); without a
+            process group, or with a world size of 1, the single-process loss.
 
     Returns:
         The loss: a scalar, or [2N] with reduction="none". fp32 for fp16/bf16/fp32 inputs (the
@@ -57,8 +58,8 @@ def nt_xent(
     tau, tau_tensor = check_temperature(temperature)
     check_reduction(reduction)
     chosen = backends.BACKENDS[backends.resolve_name(backend, z1.device, z1.dtype)]
-    if gather_distributed:
-        # Global negatives across torch.distributed ranks; equals the code below on one process.
+    if gather_distributed and distributed_world_size() > 1:
+        # Global negatives across torch.distributed ranks; on one process, the code below.
         return nt_xent_global(z1, z2, tau, reduction, chosen.name, temperature_tensor=tau_tensor)
     if chosen.module is None:
         return nt_xent_reference(z1, z2, tau if tau_tensor is None else tau_tensor, reduction)
