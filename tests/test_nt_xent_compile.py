@@ -14,7 +14,6 @@ import tempfile
 import pytest
 import torch
 from torch import nn
-from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
 from fastclr.ops.backends import BACKENDS
 from fastclr.ops.nt_xent import nt_xent
@@ -34,7 +33,8 @@ def inductor_cache_per_cpu_capability():
     "double free or corruption")."""
     capability = torch.backends.cpu.get_cpu_capability()
     name = f"fastclr-inductor-{getpass.getuser()}-{capability}"
-    with temporary_cache_dir(os.path.join(tempfile.gettempdir(), name)):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), name))
         yield
 
 
