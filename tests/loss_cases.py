@@ -21,6 +21,18 @@ def reference_value_and_grads(
     return rows.detach(), ga, gb
 
 
+def reference_temperature_grads(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, upstream: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row losses and d(sum upstream * losses)/d(z1, z2, tau) in float64, tau a tensor leaf."""
+    a = z1.detach().double().requires_grad_()
+    b = z2.detach().double().requires_grad_()
+    tau = torch.tensor(float(temperature), dtype=torch.float64, requires_grad=True)
+    rows = nt_xent_reference(a, b, tau, reduction="none")
+    ga, gb, gtau = torch.autograd.grad((rows * upstream.double()).sum(), [a, b, tau])
+    return rows.detach(), ga, gb, gtau
+
+
 def assert_at_most_twice_torchs_error(
     mine: torch.Tensor, torchs: torch.Tensor, exact: torch.Tensor, dtype: torch.dtype
 ) -> None:

@@ -22,9 +22,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from fastclr.distributed.batchnorm import convert_sync_batchnorm
-from fastclr.distributed.loss import nt_xent_global
 from fastclr.ops import nt_xent
 from fastclr.ops.backends import BACKENDS
+from fastclr.ops.global_negatives import nt_xent_global
 from fastclr.ops.reference import nt_xent_reference
 from fastclr.optim import build_optimizer
 
@@ -59,6 +59,9 @@ def case_table() -> dict[str, tuple]:
             for n, d, dtype, tau in shapes:
                 name = f"{backend}-{reduction}-n{n}-d{d}-{str(dtype)[6:]}"
                 cases[name] = ("check_loss_case", (backend, reduction, n, d, dtype, tau))
+    for backend in CPU_BACKENDS + ["reference"]:
+        for reduction in REDUCTIONS:
+            cases[f"tau-{backend}-{reduction}"] = ("check_temperature_case", (backend, reduction))
     for backend in CPU_BACKENDS:
         for reduction in ("mean", "sum"):
             cases[f"ddp-{backend}-{reduction}"] = ("check_ddp_case", (backend, reduction))
@@ -126,6 +129,32 @@ def check_loss_case(
     assert_close(lb.grad.double(), scale * ref_gb[mine], dtype)
 
 
+def check_temperature_case(seed: int, rank: int, backend: str, reduction: str):
+    """A learnable tau: each rank's share of dL/dtau, summed over ranks, is the gradient of the sum
+    over ranks of what they differentiate (as for z): W x the single-process one for mean/sum
+    (DDP's average removes the W), the single-process one for "none" under an upstream gradient."""
+    n, d, temperature = 3, 4, 0.3
+    dtype = exact_dtype(backend)
+    z1, z2, upstream = global_inputs(seed + 5, n, d, dtype)
+    ids = local_ids(rank, n)
+    a, b = z1.detach().double(), z2.detach().double()
+    tau64 = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+    ref = nt_xent_reference(a, b, tau64, reduction)
+    weight = upstream if reduction == "none" else torch.ones((), dtype=torch.float64)
+    (ref_gtau,) = torch.autograd.grad((ref * weight).sum(), [tau64])
+    mine = slice(rank * n, (rank + 1) * n)
+    tau = nn.Parameter(torch.tensor(temperature, dtype=dtype))
+    loss = nt_xent(
+        z1[mine], z2[mine], tau, reduction=reduction, backend=backend, gather_distributed=True
+    )
+    local_weight = upstream[ids].to(loss.dtype) if reduction == "none" else 1.0
+    (loss * local_weight).sum().backward()
+    total = tau.grad.detach().clone()
+    dist.all_reduce(total)
+    scale = 1.0 if reduction == "none" else WORLD
+    assert_close(total.double(), scale * ref_gtau, dtype)
+
+
 def projection_head(seed: int, dtype: torch.dtype) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 5)).to(dtype)
@@ -144,7 +173,7 @@ def check_ddp_case(seed: int, rank: int, backend: str, reduction: str):
     )
     mine = slice(rank * n, (rank + 1) * n)
     z1, z2 = model(torch.cat([x1[mine], x2[mine]])).chunk(2)
-    loss = nt_xent_global(z1, z2, temperature, reduction, BACKENDS[backend].load())
+    loss = nt_xent_global(z1, z2, temperature, reduction, backend)
     loss.backward()
     expected = nt_xent_reference(single(x1), single(x2), temperature, reduction)
     assert_close(loss, expected, dtype)

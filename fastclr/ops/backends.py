@@ -13,6 +13,8 @@ from types import ModuleType
 
 import torch
 
+from fastclr.errors import UsageError
+
 Availability = Callable[[torch.device, torch.dtype], "str | None"]
 
 
@@ -53,31 +55,57 @@ AUTO_CUDA_ORDER = ("triton", "cuda", "chunked")
 
 
 def interpreting_triton() -> bool:
+    """Whether Triton kernels run through its CPU interpreter (TRITON_INTERPRET=1, read by triton
+    at its first import). kernels/configs.py keeps its own copy: kernels never import fastclr."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def check_name(name: str) -> None:
+    """Raise UsageError unless `name` is "auto" or a registered backend (usable here or not)."""
+    if name != "auto" and name not in BACKENDS:
+        raise UsageError(f"backend must be 'auto' or one of {tuple(BACKENDS)}, got {name!r}")
 
 
 def resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     """The Backend to run for `name` ("auto" or a registered name) on tensors of device/dtype.
 
-    Raises ValueError for an unknown name or a backend not usable here, naming the usable ones.
+    Raises UsageError for an unknown name or a backend not usable here, naming the usable ones.
     """
+    check_name(name)
     if name == "auto":
         order = AUTO_CUDA_ORDER if device.type == "cuda" else ("chunked",)
         for candidate in order:
             if BACKENDS[candidate].unavailable_reason(device, dtype) is None:
                 return BACKENDS[candidate]
         return BACKENDS["reference"]
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {tuple(BACKENDS)}, got {name!r}")
     backend = BACKENDS[name]
     reason = backend.unavailable_reason(device, dtype)
     if reason is not None:
         usable = [n for n, b in BACKENDS.items() if b.unavailable_reason(device, dtype) is None]
-        raise ValueError(
+        raise UsageError(
             f"backend={name!r} is not usable for {dtype} tensors on {device}: {reason}. "
             f"Usable here: {usable} (or backend='auto')"
         )
     return backend
+
+
+@torch.compiler.assume_constant_result
+def _resolved_or_error(name: str, device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    # torch.compile evaluates this once while tracing and keeps the result as a constant: the
+    # registry imports modules, which the compiler does not trace. An error is returned, not
+    # raised, so that it reaches the caller as itself.
+    try:
+        return resolve(name, device, dtype).name, ""
+    except UsageError as err:
+        return "", str(err)
+
+
+def resolve_name(name: str, device: torch.device, dtype: torch.dtype) -> str:
+    """resolve(name, device, dtype).name, read by torch.compile as a constant (no graph break)."""
+    chosen, error = _resolved_or_error(name, device, dtype)
+    if error:
+        raise UsageError(error)
+    return chosen
 
 
 def usability_report(device: torch.device, dtype: torch.dtype) -> dict[str, str | None]:

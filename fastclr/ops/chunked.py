@@ -30,9 +30,13 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def rows_per_block(num_cols: int, budget_bytes: int = BLOCK_BUDGET_BYTES) -> int:
-    """How many rows of a [rows, num_cols] fp32 tile fit three times in the budget (at least 1)."""
-    return max(1, budget_bytes // (3 * 4 * max(num_cols, 1)))
+def rows_per_block(num_cols: int, budget_bytes: int | None = None) -> int:
+    """How many rows of a [rows, num_cols] fp32 tile fit three times in the budget (at least 1).
+
+    The budget defaults to BLOCK_BUDGET_BYTES as it is at the call (tests shrink it).
+    """
+    budget = BLOCK_BUDGET_BYTES if budget_bytes is None else budget_bytes
+    return max(1, budget // (3 * 4 * max(num_cols, 1)))
 
 
 def positive_ids(row_ids: Tensor, num_cols: int) -> Tensor:

@@ -2,8 +2,9 @@
 
 from torch import Tensor
 
-from fastclr.ops import backends
-from fastclr.ops.function import nt_xent_rows
+from fastclr.ops import backends, primitives
+from fastclr.ops.function import nt_xent_rows, reduce_rows
+from fastclr.ops.global_negatives import distributed_world_size, nt_xent_global
 from fastclr.ops.reference import nt_xent_reference
 from fastclr.ops.validation import check_projections, check_reduction, check_temperature
 
@@ -11,7 +12,7 @@ from fastclr.ops.validation import check_projections, check_reduction, check_tem
 def nt_xent(
     z1: Tensor,
     z2: Tensor,
-    temperature: float = 0.5,
+    temperature: float | Tensor = 0.5,
     *,
     reduction: str = "mean",
     backend: str = "auto",
@@ -26,12 +27,17 @@ def nt_xent(
     Args:
         z1, z2: [N, D] projections of the two views, unnormalized, any float dtype, same device.
             Row k of z1 and row k of z2 are views of the same image.
-        temperature: tau > 0 (SimCLR: 0.1 at large batch, 0.5 at small).
+        temperature: tau > 0 (SimCLR: 0.1 at large batch, 0.5 at small): a real number (int,
+            float, numpy scalar) or a one-element tensor. A tensor that requires grad (e.g. an
+            nn.Parameter) gets its gradient dL/dtau in every backend; on CUDA its value is read on
+            the host once per call (the kernels take tau by value), under torch.compile a graph
+            break.
         reduction: "mean" (the paper's L), "sum", or "none" ([2N] per-row losses, cat(z1, z2) order).
         backend: "auto" (best usable: Triton/CUDA kernels for CUDA tensors, else "chunked"),
             "reference" (plain PyTorch, O(N^2) memory), "chunked" (PyTorch row blocks, O(N*D)),
             "triton" or "cuda" (fused kernels, O(N*D)).
-        gather_distributed: use every rank's rows as negatives (torch.distributed).
+        gather_distributed: use every rank's rows as negatives (torch.distributed); without a
+            process group, or with a world size of 1, the single-process loss.
 
     Returns:
         The loss: a scalar, or [2N] with reduction="none". fp32 for fp16/bf16/fp32 inputs (the
@@ -40,22 +46,22 @@ def nt_xent(
 
     Zero rows normalize as F.normalize does (to zero, never NaN). NaN or Inf in the inputs
     propagates to the loss, as it does in the reference: it is not masked.
+
+    Works under torch.compile (dynamic shapes) and torch.func (grad, vmap, jacrev). The
+    memory-efficient backends are differentiable once; "reference" to any order.
+
+    Raises:
+        fastclr.errors.UsageError (a ValueError; a TypeError too for a wrong type) naming the
+        argument and the fix.
     """
     check_projections(z1, z2)
-    temperature = check_temperature(temperature)
+    tau, tau_tensor = check_temperature(temperature)
     check_reduction(reduction)
-    chosen = backends.resolve(backend, z1.device, z1.dtype)
-    if gather_distributed:
-        # Global negatives across torch.distributed ranks; equals the code below on one process.
-        from fastclr.distributed.loss import nt_xent_global
-
-        module = chosen.load() if chosen.module is not None else None
-        return nt_xent_global(z1, z2, temperature, reduction, module)
+    chosen = backends.BACKENDS[backends.resolve_name(backend, z1.device, z1.dtype)]
+    if gather_distributed and distributed_world_size() > 1:
+        # Global negatives across torch.distributed ranks; on one process, the code below.
+        return nt_xent_global(z1, z2, tau, reduction, chosen.name, temperature_tensor=tau_tensor)
     if chosen.module is None:
-        return nt_xent_reference(z1, z2, temperature, reduction)
-    rows = nt_xent_rows(z1, z2, temperature, chosen.load())
-    if reduction == "mean":
-        return rows.mean()
-    if reduction == "sum":
-        return rows.sum()
-    return rows
+        return nt_xent_reference(z1, z2, tau if tau_tensor is None else tau_tensor, reduction)
+    rows = nt_xent_rows(z1, z2, tau, primitives.NAMED[chosen.name], temperature_tensor=tau_tensor)
+    return reduce_rows(rows, reduction)

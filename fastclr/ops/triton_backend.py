@@ -13,10 +13,11 @@ Triton interpreter (slow; used by the CPU tests).
 """
 
 import contextlib
-import os
 
 import torch
 from torch import Tensor
+
+from fastclr.ops.backends import interpreting_triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -25,15 +26,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SHARED_EXP_MAX_INV_TEMP = 30.0
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def availability(device: torch.device, dtype: torch.dtype) -> str | None:
     """None if the triton backend can run on (device, dtype), else the reason it cannot."""
     if dtype not in SUPPORTED_DTYPES:
         return f"{dtype} is not supported by the triton backend (fp32, fp16, bf16; use 'chunked')"
-    if device.type == "cpu" and not _interpreting():
+    if device.type == "cpu" and not interpreting_triton():
         return "needs a CUDA tensor (or TRITON_INTERPRET=1 to run the kernels on CPU, slowly)"
     if device.type not in ("cuda", "cpu"):
         return "needs a CUDA tensor"
@@ -75,7 +72,7 @@ def _check_rows(zr: Tensor, zc: Tensor, row_ids: Tensor) -> None:
 def _operands(zr: Tensor, zc: Tensor) -> tuple[Tensor, Tensor]:
     """The tensors the kernels read. Under the interpreter bf16 is upcast to fp32: the interpreter's
     bf16 tl.dot returns wrong numbers (triton-lang/triton#11584); on a GPU bf16 goes in as is."""
-    if _interpreting() and zc.dtype == torch.bfloat16:
+    if interpreting_triton() and zc.dtype == torch.bfloat16:
         return zr.float(), zc.float()
     return zr, zc
 

@@ -43,19 +43,22 @@ parameters follow the gradient of the MEAN over ranks of the per-rank losses. He
 The raw gradient a rank sees for its own z (before DDP) is W times the single-process gradient of those
 rows: that factor is what DDP's division by W removes.
 
+Temperature. A tensor τ that requires grad gets, on each rank, −(1/(2τ))·Σ_{local rows i} <ẑ_i, dẑ_i>
+(derived in fastclr/ops/function.py): the rank's share. Summed over ranks, the shares are the gradient
+of the sum over ranks of what the ranks differentiate, as the z-gradients are; DDP's average of them is
+the single-process dL/dτ for "mean"/"sum" (and for `.mean()` of "none"), when τ is a parameter of the
+DDP-wrapped module. A τ outside DDP needs its gradient all_reduced and divided by W.
+
 Every rank must call this (same temperature, reduction, dtype) and backpropagate through it, as with DDP.
 Memory per rank: the gathered columns C·D in the compute dtype plus the [C] lse, never C x C.
 """
-
-from types import ModuleType
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from fastclr.ops import chunked
-from fastclr.ops.function import normalized_rows, nt_xent_rows
-from fastclr.ops.reference import nt_xent_reference
+from fastclr.ops import primitives
+from fastclr.ops.function import BackwardRows, Primitives, normalized_rows, temperature_grad
 
 
 def distributed_world_size(group: dist.ProcessGroup | None = None) -> int:
@@ -116,14 +119,20 @@ def global_row_ids(n: int, rank: int, world: int, device: torch.device) -> Tenso
 
 
 class GlobalNTXentRows(torch.autograd.Function):
-    """Local normalized rows [2n, D] -> (their losses [2n] against all C = 2nW rows, sum of all C losses).
-
-    The second output is a detached scalar (the global loss sum, for the reported value).
+    """Local normalized rows [2n, D] -> (their losses [2n] against all C = 2nW rows, sum of all C
+    losses). The second output is a detached scalar (the global loss sum, for the reported value).
+    `temperature` is None or the 0-dim tensor tau (value 1 / inv_temp) that receives this rank's
+    share of dL/dtau.
     """
 
     @staticmethod
     def forward(
-        ctx, z_local: Tensor, inv_temp: float, backend: ModuleType, group: dist.ProcessGroup | None
+        ctx,
+        z_local: Tensor,
+        temperature: Tensor | None,
+        inv_temp: float,
+        backend: Primitives,
+        group: dist.ProcessGroup | None,
     ) -> tuple[Tensor, Tensor]:
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         n = z_local.shape[0] // 2
@@ -136,25 +145,22 @@ class GlobalNTXentRows(torch.autograd.Function):
         ranked = all_gather_stacked(packed, group)
         lse_all = ranked[:, :-1].unflatten(1, (2, n)).transpose(0, 1).flatten()
         total = ranked[:, -1].sum()
-        ctx.save_for_backward(z_local, columns, row_ids, lse_all)
+        ctx.save_for_backward(z_local, columns, row_ids, lse_all, temperature)
         ctx.inv_temp, ctx.backend, ctx.group = inv_temp, backend, group
         ctx.mark_non_differentiable(total)
         return losses, total
 
     @staticmethod
-    def backward(ctx, grad_rows: Tensor, _grad_total: Tensor) -> tuple[Tensor, None, None, None]:
-        z_local, columns, row_ids, lse_all = ctx.saved_tensors
+    def backward(ctx, grad_rows: Tensor, _grad_total: Tensor):
+        z_local, columns, row_ids, lse_all, temperature = ctx.saved_tensors
         g_all = gather_rows(grad_rows.to(lse_all.dtype), ctx.group)  # [C], 4·C bytes
-        grad = ctx.backend.backward_rows(z_local, columns, row_ids, lse_all, g_all, ctx.inv_temp)
-        return grad.to(z_local.dtype), None, None, None
-
-
-def reduce_rows(rows: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return rows.mean()
-    if reduction == "sum":
-        return rows.sum()
-    return rows
+        grad = BackwardRows.apply(
+            z_local, columns, row_ids, lse_all, g_all, ctx.inv_temp, ctx.backend
+        )
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            grad_tau = temperature_grad(z_local, grad, ctx.inv_temp, temperature)
+        return grad.to(z_local.dtype), grad_tau, None, None, None
 
 
 def nt_xent_global(
@@ -162,39 +168,42 @@ def nt_xent_global(
     z2: Tensor,
     temperature: float,
     reduction: str,
-    backend_module: ModuleType | None,
+    backend: str,
     group: dist.ProcessGroup | None = None,
+    *,
+    temperature_tensor: Tensor | None = None,
 ) -> Tensor:
     """NT-Xent where every rank's rows use all ranks' rows as negatives (see the module docstring).
 
     Args:
         z1, z2: [n, D] local projections (unnormalized, same n, D and dtype on every rank; checked).
             Global batch: cat over ranks in rank order, so rank r's row k is global image r·n + k.
-        temperature: tau > 0.
+        temperature: tau's value, a float > 0.
         reduction: "mean" / "sum": the global value on every rank, with gradients that DDP's
             averaging turns into the single-process gradients of the global batch. "none": the [2n]
             local per-row losses (cat(z1, z2) order).
-        backend_module: primitives module (forward_rows/backward_rows), e.g. fastclr.ops.chunked;
-            None means the reference backend: the reference oracle on one process, the chunked
-            primitives (its executable spec) across ranks.
+        backend: a registered backend name (fastclr.ops.backends); "reference" runs the chunked
+            primitives, its executable spec (the reference itself needs all rows).
         group: process group (default: the world).
+        temperature_tensor: the 0-dim tensor holding tau when it requires grad (see the module
+            docstring for the gradient each rank gets).
 
     Returns:
-        fp32 (fp64 for fp64 inputs) scalar, or [2n]. Without an initialized process group or with
-        world size 1 this is exactly the single-process loss.
+        fp32 (fp64 for fp64 inputs) scalar, or [2n].
+
+    Needs an initialized process group; nt_xent(..., gather_distributed=True) computes the
+    single-process loss without one, or with a world size of 1.
 
     Communication per call: all_gather of the normalized rows (C·D elements in the inputs' dtype),
     of the lse (+ loss sums, C + W fp32) and in backward of the upstream gradients (C fp32), plus a
     2·W int64 shape check. Memory: C·D + O(block·C); no C x C tensor.
     """
     world = distributed_world_size(group)
-    if world == 1:
-        if backend_module is None:
-            return nt_xent_reference(z1, z2, temperature, reduction)
-        return reduce_rows(nt_xent_rows(z1, z2, temperature, backend_module), reduction)
     check_same_rows(z1.shape[0], z1.shape[1], group)
-    backend = chunked if backend_module is None else backend_module
-    rows, total = GlobalNTXentRows.apply(normalized_rows(z1, z2), 1.0 / temperature, backend, group)
+    ops = primitives.NAMED["chunked" if backend == "reference" else backend]
+    rows, total = GlobalNTXentRows.apply(
+        normalized_rows(z1, z2), temperature_tensor, 1.0 / temperature, ops, group
+    )
     if reduction == "none":
         return rows
     num_global = rows.shape[0] * world
