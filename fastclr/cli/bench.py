@@ -1,9 +1,12 @@
-"""`fastclr bench`: run the loss benchmarks (`run`) and turn their results into a report (`report`)."""
+"""`fastclr bench`: run the loss benchmarks (`run`), turn their results into a report (`report`), or
+analyse the compiled kernels without a GPU (`static`)."""
 
 import argparse
 import subprocess
 import sys
 from pathlib import Path
+
+from fastclr.bench.static import cli as static_cli
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,12 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, help="Markdown file to write (default: <results>/REPORT.md)"
     )
     report_parser.add_argument("--no-plots", action="store_true", help="tables only")
+    static_cli.add_parser(actions)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bench_action == "run":
         return run_benchmarks(args)
+    if args.bench_action == "static":
+        return static_cli.run(args)
     return write_report(args.results, args.out, plots=not args.no_plots)
 
 
