@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastclr.bench.static.render import report_section
+
 SCHEMA = "fastclr-bench/1"
 MIB = 2**20
 
@@ -385,5 +387,6 @@ def generate(results_dir: Path, out: Path | None = None, plots: bool = True) -> 
             )
             note = "Plots: not generated here (matplotlib is not installed)."
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(devices, written, note, out) + "\n")
+    static = report_section(results_dir / "static")  # compile-time figures, no GPU needed
+    out.write_text(markdown(devices, written, note, out) + "\n" + static)
     return Outcome(out, [p for paths in written.values() for p in paths], warnings)

@@ -171,7 +171,9 @@ def derive(case: Case, record: dict) -> dict:
     )
     if case.arch == 90 and row["fits"]:
         grid_d = 1 if case.kernel == "forward" else -(-case.dim // case.block_d)
-        hbm = _hbm_bytes(case.kernel, case.rows, case.dim, ELEM_BYTES[PRECISIONS[case.precision][0]])
+        hbm = _hbm_bytes(
+            case.kernel, case.rows, case.dim, ELEM_BYTES[PRECISIONS[case.precision][0]]
+        )
         row["estimate"] = {
             gpu.name: {
                 key: round(value, 2)

@@ -25,7 +25,9 @@ BLOCK_M = BLOCK_N = 64
 NUM_WARPS = 4
 TEMPLATE_DTYPES = {"I13__nv_bfloat16E": "bf16", "I6__halfE": "fp16", "IfE": "fp32"}
 _PTXAS_FUNCTION = re.compile(r"Function properties for (\S+)")
-_PTXAS_SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_SPILL = re.compile(
+    r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads"
+)
 _PTXAS_USED = re.compile(r"Used (\d+) registers.*?(\d+) bytes smem")
 
 

@@ -56,13 +56,28 @@ def headline_lines(document: dict) -> list[str]:
 
 def summary_lines(document: dict) -> list[str]:
     rows = [r for r in document["triton"] if r["kept"]]
-    failed = sorted({f"{r['arch']} {r['kernel']} {r['precision']} D={r['dim']} {r['config']}"
-                     for r in rows if "error" in r})
-    unfit = sorted({f"{r['arch']} {r['kernel']} {r['precision']} D={r['dim']} {r['config']}"
-                    for r in rows if "error" not in r and not r["fits"]})
-    spilling = sorted({f"{r['arch']} {r['kernel']} {r['precision']} D={r['dim']} {r['config']} "
-                       f"({r['spill_bytes']} B)"
-                       for r in rows if r.get("spill_bytes") and r["dim"] <= 256})
+    failed = sorted(
+        {
+            f"{r['arch']} {r['kernel']} {r['precision']} D={r['dim']} {r['config']}"
+            for r in rows
+            if "error" in r
+        }
+    )
+    unfit = sorted(
+        {
+            f"{r['arch']} {r['kernel']} {r['precision']} D={r['dim']} {r['config']}"
+            for r in rows
+            if "error" not in r and not r["fits"]
+        }
+    )
+    spilling = sorted(
+        {
+            f"{r['arch']} {r['kernel']} {r['precision']} D={r['dim']} {r['config']} "
+            f"({r['spill_bytes']} B)"
+            for r in rows
+            if r.get("spill_bytes") and r["dim"] <= 256
+        }
+    )
     lines = [
         f"- kept configs analysed: {len({(r['cc'], r['kernel'], r['precision'], r['dim'], r['config']) for r in rows})} "
         f"(kernel × precision × D × config × arch); compile failures: {len(failed)}; "
@@ -147,7 +162,7 @@ def markdown(document: dict) -> str:
         "",
         "## 2N = 8192, D = 128, bf16, sm_90 (H100 / H200): ESTIMATED times",
         "",
-        "\"model's pick\" is the kept config with the lowest serialized estimate: a guess at what the "
+        '"model\'s pick" is the kept config with the lowest serialized estimate: a guess at what the '
         "autotuner picks on the GPU, not a measurement.",
         "",
         *headline_lines(document),

@@ -153,7 +153,9 @@ def hot_loop(text: str, num_warps: int) -> LoopCounts | None:
         return None
     lo, hi = min(candidates, key=lambda r: r[1] - r[0])
     nested = [(a, b) for a, b in ranges if lo <= a and b <= hi and (a, b) != (lo, hi)]
-    outermost = [r for r in nested if not any(o != r and o[0] <= r[0] and r[1] <= o[1] for o in nested)]
+    outermost = [
+        r for r in nested if not any(o != r and o[0] <= r[0] and r[1] <= o[1] for o in nested)
+    ]
     mma_nested = [r for r in outermost if any(_is_mma(i) for i in inside(*r))]
 
     def in_mma_nested(ins: Instruction) -> bool:
