@@ -3,7 +3,7 @@ constexprs fastclr/ops/triton_backend.py would pass, and the configs the autotun
 that architecture (kernels/configs.py's own prune, fed the architecture's shared-memory limit).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import triton
 
@@ -52,7 +52,6 @@ class Case:
     key: CompileKey
     block_d: int
     single_d: bool
-    extra: dict = field(default_factory=dict)
 
 
 def _heuristics(kernel: str) -> dict:

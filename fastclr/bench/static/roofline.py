@@ -69,7 +69,7 @@ def kernel_estimate_us(
         "mufu_us": mufu * cycles_to_us,
         "issue_us": issue * cycles_to_us,
         "hbm_us": memory_us,
-        "ctas_per_sm_round": min(ctas, SMS),
+        "sms_busy": min(ctas, SMS),
     }
 
 
