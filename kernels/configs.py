@@ -32,8 +32,9 @@ _FALLBACK_CONFIGS = {
     "forward": [(32, 32, 4, 2)],
     "backward": [(32, 32, 4, 2)],
 }
-# Shared memory the compiler adds beyond the operand tiles (reduction scratch, barriers).
-_SCRATCH_BYTES = 1024
+# Shared memory beyond the operand tiles: reduction scratch (up to 1 KiB) and, on sm_90, 1 KiB of
+# static shared memory (barriers) that counts against the same per-block limit.
+_SCRATCH_BYTES = 2048
 
 
 def feature_block(num_features: int, elem_bytes: int = 2) -> tuple[int, bool]:
