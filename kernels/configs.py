@@ -73,6 +73,9 @@ def forward_configs() -> list[triton.Config]:
 
 
 def backward_configs() -> list[triton.Config]:
+    """No BLOCK_M = 64 config with 8 warps: there both warpgroups compute the same 64-row score tile
+    (their SASS issues 3 MUFU.EX2 and 40+ instructions per score element instead of 1.5 and ~23, see
+    bench/results/static/), and M64_N128_w8 spills on sm_90."""
     if INTERPRET:
         return [_config(64, 128, 4, 1)]
     return [
@@ -80,8 +83,6 @@ def backward_configs() -> list[triton.Config]:
         for block_m, block_n, num_warps, num_stages in [
             (64, 32, 4, 3),
             (64, 64, 4, 3),
-            (64, 64, 8, 2),
-            (64, 128, 8, 2),
             (128, 32, 8, 3),
             (128, 64, 8, 2),
             (32, 64, 4, 3),

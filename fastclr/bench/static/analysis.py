@@ -35,7 +35,7 @@ from fastclr.bench.static.triton_compile import (
 from fastclr.errors import UsageError
 
 SCHEMA = "fastclr-static/1"
-ANALYSIS_VERSION = 1  # bump when the SASS reading changes: invalidates cached records
+ANALYSIS_VERSION = 2  # bump when the SASS reading changes: invalidates cached records
 TRITON_TOOLS = ("ptxas", "nvdisasm", "cuobjdump")
 
 
@@ -71,10 +71,11 @@ def _init_worker(env: dict) -> None:
 
 
 def compile_all(
-    keys: list[CompileKey], jobs: int, cache_dir: Path, log=print
+    keys: list[CompileKey], jobs: int, cache_dir: Path, log=print, stats: dict | None = None
 ) -> dict[CompileKey, dict]:
     """Compile records for `keys`: from the disk cache where present, else compiled with `jobs`
-    worker processes."""
+    worker processes. `stats` (if given) receives the total and cached counts."""
+    stats = {} if stats is None else stats
     import triton
 
     tools = {name: str(path) for name, path in require_tools(TRITON_TOOLS).items()}
@@ -96,6 +97,7 @@ def compile_all(
         else:
             todo.append((key, str(path)))
     log(f"{len(keys)} compiles: {len(records)} cached, {len(todo)} to do on {jobs} processes")
+    stats.update(total=len(keys), cached=len(records))
     if not todo:
         return records
     started = time.perf_counter()
@@ -240,7 +242,8 @@ def run(
     cache_dir = cache_dir or default_cache_dir()
     all_cases = cases(selection)
     keys = list(dict.fromkeys(case.key for case in all_cases))
-    records = compile_all(keys, jobs, cache_dir, log)
+    stats: dict = {}
+    records = compile_all(keys, jobs, cache_dir, log, stats)
     rows = [derive(case, records[case.key]) for case in all_cases]
     mark_predicted_picks(rows)
     tools = require_tools(TRITON_TOOLS)
@@ -262,6 +265,7 @@ def run(
         "triton": rows,
         "cuda": [],
     }
+    document["env"]["compiles"] = stats
     if with_cuda:
         from fastclr.bench.static import cuda_ext
 

@@ -55,8 +55,8 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="folder for static.json/static.md (default: bench/results/static/<triton version>; "
-        "use it for partial runs so the committed full results stay whole)",
+        help="folder for static.json/static.md (default: bench/results/static/<triton version>, "
+        "or its partial/ subfolder when the selection is not the full one)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         log=lambda text: print(text, file=sys.stderr, flush=True),
     )
     out = args.out or DEFAULT_OUT / triton.__version__
+    if args.out is None and selection != Selection():
+        out = out / "partial"  # the committed full results stay whole
     json_path, md_path = render.write(document, out)
     print("\n".join(render.summary_lines(document)))
     print("\n".join(render.headline_lines(document)))

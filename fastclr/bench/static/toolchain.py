@@ -16,7 +16,8 @@ HOW_TO_GET = {
     "toolkit (cuda-nvdisasm)",
     "cuobjdump": "pip install triton (ships it in triton/backends/nvidia/bin) or install the CUDA "
     "toolkit (cuda-cuobjdump)",
-    "nvcc": "install the CUDA toolkit (e.g. apt-get install cuda-nvcc-12-8) and set CUDA_HOME",
+    "nvcc": "install the CUDA toolkit (e.g. apt-get install cuda-nvcc-12-8) and set CUDA_HOME, or "
+    "pass --no-cuda to skip the CUDA extension",
 }
 
 

@@ -131,7 +131,10 @@ def compile_and_analyse(key: CompileKey, tools: dict[str, Path]) -> dict:
     loop = sass.hot_loop(text, key.num_warps)
     record.update(
         registers=usage.get("REG", 0),
-        spill_bytes=usage.get("LOCAL", 0),  # local memory per thread: spills (no local arrays here)
+        # Register spills live in the stack frame (these kernels make no calls and keep no local
+        # arrays, so the frame is all spill); STL counts the spill stores in the code.
+        spill_bytes=usage.get("STACK", 0),
+        local_bytes=usage.get("LOCAL", 0),
         spill_stores=sum(i.opcode.startswith("STL") for i in instructions),
         shared_dynamic=int(compiled.metadata.shared),
         shared_static=usage.get("SHARED", 0),
