@@ -225,3 +225,12 @@ def test_bad_arch_is_a_one_line_error() -> None:
     done = run_cli("--arch", "70")
     assert done.returncode == 2
     assert done.stderr.strip() == "fastclr bench: error: --arch 70: choose from 80,86,89,90"
+
+
+def test_report_shows_the_committed_static_results_as_estimates() -> None:
+    from fastclr.bench.static.render import report_section
+
+    section = report_section(ROOT / "bench" / "results" / "static")
+    assert "## Static analysis" in section and "ESTIMATES" in section
+    assert section.count("**yes**") == 2  # the model's forward and backward picks
+    assert report_section(ROOT / "no-such-folder") == ""

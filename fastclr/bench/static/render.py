@@ -195,9 +195,9 @@ def write(document: dict, folder: Path) -> tuple[Path, Path]:
 
 
 def report_section(static_dir: Path) -> str:
-    """The headline table of the newest result under bench/results/static/ for `fastclr bench
-    report` ('' when there is none)."""
-    found = sorted(Path(static_dir).glob("*/static.json"), key=lambda p: p.stat().st_mtime)
+    """The summary and headline table of the newest triton version's results under
+    bench/results/static/, for `fastclr bench report` ('' when there are none)."""
+    found = sorted(Path(static_dir).glob("*/static.json"), key=lambda p: _version(p.parent.name))
     if not found:
         return ""
     document = json.loads(found[-1].read_text())
@@ -207,9 +207,13 @@ def report_section(static_dir: Path) -> str:
         "",
         ESTIMATE_NOTE + f" Full tables: {found[-1].with_suffix('.md').as_posix()}.",
         "",
-        *summary_lines(document),
+        summary_lines(document)[0],
         "",
         *headline_lines(document),
         "",
     ]
     return "\n".join(lines)
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in name.split("."))
