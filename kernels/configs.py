@@ -153,7 +153,13 @@ def device_smem_limit(device) -> int:
     on sm_86/sm_89). Asked at prune time only: nothing queries the GPU at import."""
     import torch
 
-    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+    props = torch.cuda.get_device_properties(device)
+    if hasattr(props, "shared_memory_per_block_optin"):
+        return props.shared_memory_per_block_optin
+    # Older torch: the same attribute through Triton's driver (what its launcher checks against).
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    return triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
 
 
 def _prune(configs, named_args, kernel: str, **kwargs):
