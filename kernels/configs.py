@@ -25,8 +25,16 @@ MAX_SINGLE_BLOCK_D = 128 if INTERPRET else 256
 MAX_SINGLE_BLOCK_D_FP32 = 128
 CHUNK_BLOCK_D = 64
 
-# Shared memory a config may plan for (H100/H200: 227 KiB per block; keep headroom for the compiler).
-SMEM_BUDGET_BYTES = 200 * 1024
+# Configs tried only when none of the regular ones fits the device's shared memory: fp32 at
+# 65 <= D <= 128 with tf32x3 on a 99 KiB GPU (sm_86, sm_89). Kept out of the regular lists so they
+# cost no tuning time where the regular ones fit.
+_FALLBACK_CONFIGS = {
+    "forward": [(32, 32, 4, 2)],
+    "backward": [(32, 32, 4, 2)],
+}
+# Shared memory beyond the operand tiles: reduction scratch (up to 1 KiB) and, on sm_90, 1 KiB of
+# static shared memory (barriers) that counts against the same per-block limit.
+_SCRATCH_BYTES = 2048
 
 
 def feature_block(num_features: int, elem_bytes: int = 2) -> tuple[int, bool]:
@@ -59,11 +67,15 @@ def forward_configs() -> list[triton.Config]:
             (128, 128, 8, 3),
             (64, 64, 4, 4),
             (32, 64, 4, 3),
+            *_FALLBACK_CONFIGS["forward"],
         ]
     ]
 
 
 def backward_configs() -> list[triton.Config]:
+    """No BLOCK_M = 64 config with 8 warps: there both warpgroups compute the same 64-row score tile
+    (their SASS issues 3 MUFU.EX2 and 40+ instructions per score element instead of 1.5 and ~23, see
+    bench/results/static/), and M64_N128_w8 spills on sm_90."""
     if INTERPRET:
         return [_config(64, 128, 4, 1)]
     return [
@@ -71,46 +83,105 @@ def backward_configs() -> list[triton.Config]:
         for block_m, block_n, num_warps, num_stages in [
             (64, 32, 4, 3),
             (64, 64, 4, 3),
-            (64, 64, 8, 2),
-            (64, 128, 8, 2),
             (128, 32, 8, 3),
             (128, 64, 8, 2),
             (32, 64, 4, 3),
+            *_FALLBACK_CONFIGS["backward"],
         ]
     ]
 
 
-def _shared_memory_bytes(
-    config: triton.Config, block_d: int, elem_bytes: int, weights: bool
+def _key(config: triton.Config) -> tuple[int, int, int, int]:
+    return (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
+
+
+def shared_memory_bytes(
+    config: triton.Config,
+    kernel: str,
+    block_d: int,
+    single_d: bool,
+    elem_bytes: int,
+    dot_precision: str,
 ) -> int:
-    """Rough shared-memory need: pipelined column tiles, the resident row tile and (backward) the
-    weight tile that feeds the second product."""
-    block_m, block_n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-    stages = max(config.num_stages, 1)
-    need = (block_n * block_d * stages + block_m * block_d) * elem_bytes
-    if weights:
-        need += block_m * block_n * elem_bytes
-    return need
+    """Upper estimate of the shared memory a config compiles to (checked against the compiled kernels
+    on sm_80/86/89/90 by tests/test_static_kernels.py).
+
+    Single-D: `num_stages` pipelined [BLOCK_N, BLOCK_D] column tiles + the resident [BLOCK_M, BLOCK_D]
+    row tile. Chunked D: row and column chunks are both pipelined. fp32 with tf32x3 stages one more
+    row + column tile (the hi/lo split); the backward may stage its [BLOCK_M, BLOCK_N] weight tile as
+    fp32 for the layout change before the second product."""
+    block_m, block_n, _, num_stages = _key(config)
+    stages = max(num_stages, 1)
+    row = block_m * block_d * elem_bytes
+    col = block_n * block_d * elem_bytes
+    need = stages * col + row if single_d else stages * (col + row)
+    if elem_bytes == 4 and dot_precision == "tf32x3":
+        need += col + row
+    if kernel == "backward":
+        need += block_m * block_n * 4
+    return need + _SCRATCH_BYTES
 
 
-def _prune(configs, named_args, weights: bool, **kwargs):
-    block_d = kwargs["BLOCK_D"]
-    elem_bytes = named_args["ZC_ptr"].element_size()
-    fits = [
-        c
-        for c in configs
-        if _shared_memory_bytes(c, block_d, elem_bytes, weights) <= SMEM_BUDGET_BYTES
-    ]
-    # Always leave one config: the smallest tiles.
-    smallest = min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])
-    return fits or [smallest]
+def fitting_configs(
+    configs: list[triton.Config],
+    kernel: str,
+    block_d: int,
+    single_d: bool,
+    elem_bytes: int,
+    dot_precision: str,
+    smem_limit: int,
+) -> list[triton.Config]:
+    """The configs the autotuner keeps for a launch on a device with `smem_limit` bytes of shared
+    memory per block: the regular configs that fit, else the fallback ones that fit, else the
+    smallest fallback (its launch then fails with Triton's OutOfResources, naming the sizes)."""
+
+    def fits(config: triton.Config) -> bool:
+        need = shared_memory_bytes(config, kernel, block_d, single_d, elem_bytes, dot_precision)
+        return need <= smem_limit
+
+    fallback_keys = set(_FALLBACK_CONFIGS[kernel])
+    regular = [c for c in configs if _key(c) not in fallback_keys]
+    fallback = [c for c in configs if _key(c) in fallback_keys]
+    kept = [c for c in regular if fits(c)] or [c for c in fallback if fits(c)]
+    if kept:
+        return kept
+    return [min(fallback or configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+
+def device_smem_limit(device) -> int:
+    """Shared memory one block may opt in to on `device` (227 KiB on H100, 163 KiB on A100, 99 KiB
+    on sm_86/sm_89). Asked at prune time only: nothing queries the GPU at import."""
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    if hasattr(props, "shared_memory_per_block_optin"):
+        return props.shared_memory_per_block_optin
+    # Older torch: the same attribute through Triton's driver (what its launcher checks against).
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    return triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+
+
+def _prune(configs, named_args, kernel: str, **kwargs):
+    zc = named_args["ZC_ptr"]
+    return fitting_configs(
+        configs,
+        kernel,
+        block_d=kwargs["BLOCK_D"],
+        single_d=kwargs["SINGLE_D"],
+        elem_bytes=zc.element_size(),
+        dot_precision=kwargs["DOT_PRECISION"],
+        smem_limit=device_smem_limit(zc.device),
+    )
 
 
 def prune_forward(configs, named_args, **kwargs):
-    """early_config_prune for the forward kernel: drop configs whose tiles overflow shared memory."""
-    return _prune(configs, named_args, weights=False, **kwargs)
+    """early_config_prune for the forward kernel: keep the configs that fit the device's shared
+    memory."""
+    return _prune(configs, named_args, "forward", **kwargs)
 
 
 def prune_backward(configs, named_args, **kwargs):
-    """early_config_prune for the backward kernel: drop configs whose tiles overflow shared memory."""
-    return _prune(configs, named_args, weights=True, **kwargs)
+    """early_config_prune for the backward kernel: keep the configs that fit the device's shared
+    memory."""
+    return _prune(configs, named_args, "backward", **kwargs)

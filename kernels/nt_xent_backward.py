@@ -33,6 +33,7 @@ from fastclr.kernels import configs
 
 LOG2E = tl.constexpr(1.4426950408889634)
 WEIGHT_RANGE = tl.constexpr(16384.0)  # fp16 weights are scaled into [-2^14, 2^14]
+MIN_WEIGHT_BOUND = tl.constexpr(2.0**-86)  # caps the fp16 weight scale at 2^14 / 2^-86 = 2^100
 
 
 @triton.autotune(
@@ -95,6 +96,9 @@ def nt_xent_backward_kernel(
         # Rows past M get zero weights: their s = 0 may exceed lse_r, where w is not bounded.
         g_bound = tl.abs(g_r) + tl.load(G_MAX_ptr)
         scalable = row_mask & (g_bound > 0)
+        # The scale is capped at 2^100 like the CUDA kernel's shift: WEIGHT_RANGE / g_bound overflows
+        # fp32 for g_bound < ~4.8e-35, and an infinite scale makes the zero self weight 0·inf = NaN.
+        g_bound = tl.maximum(g_bound, MIN_WEIGHT_BOUND)
         w_scale = tl.where(scalable, WEIGHT_RANGE / g_bound, 0.0)
         w_unscale = tl.where(scalable, g_bound / WEIGHT_RANGE, 0.0)
 

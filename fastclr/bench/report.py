@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastclr.bench import report_sections
-from fastclr.bench.report_inputs import LOSS, Run, load
+from fastclr.bench.report_inputs import LOSS, STATIC_DIR, Run, load
+from fastclr.bench.static.render import report_section
 from fastclr.errors import UsageError
 
 SCHEMA = LOSS
@@ -377,7 +378,7 @@ def generate(results_dir: Path, out: Path | None = None, plots: bool = True) -> 
     out = Path(out) if out is not None else results_dir / "REPORT.md"
     if not results_dir.is_dir():
         raise UsageError(f"--results {results_dir} is not a folder: pass the results folder")
-    runs, stages, static = load(results_dir)
+    runs, stages = load(results_dir)
     devices = collect_devices(runs)
     for stage in stages:  # a device with only acceptance records (its env stage names it)
         env = stage.get("result") if stage["stage"] == "env" else None
@@ -415,8 +416,8 @@ def generate(results_dir: Path, out: Path | None = None, plots: bool = True) -> 
                 "(pip install 'fastclr[dev]' or 'fastclr[bench]' adds it)"
             )
             note = "Plots: not generated here (matplotlib is not installed)."
-    measured = report_sections.measured_medians(runs)
-    tail = report_sections.static_lines(static, results_dir, measured)
+    # Compile-time figures and their roofline estimates (fastclr bench static), labelled as such.
+    tail = report_section(results_dir / STATIC_DIR).splitlines()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(devices, written, note, out, extra, tail) + "\n")
     return Outcome(out, [p for paths in written.values() for p in paths], warnings)

@@ -4,7 +4,7 @@
     fastclr-bench-train/1   training-step images/s                         -> Run
     fastclr-bench-data/1    loader images/s                                -> Run
     fastclr-acceptance/1    one stage of `fastclr bench gpu`               -> Stage record (dict)
-    static/**               `fastclr bench static`'s estimates (another tool's format: read as is)
+    static/**               `fastclr bench static`'s figures (rendered by fastclr/bench/static/render.py)
 
 A JSON file that does not parse, or a results file with a key missing or of the wrong type, is a
 `UsageError` naming the file and what is wrong: a report silently built without it would be stale.
@@ -90,13 +90,12 @@ def check_run(path: Path, data: dict) -> Run:
     return Run(path, schema, data["env"], settings, data["results"])
 
 
-def load(results_dir: Path) -> tuple[list[Run], list[dict], list[Path]]:
-    """(results runs oldest first, acceptance stage records, static-estimate files) under
-    `results_dir`."""
-    runs, stages, static = [], [], []
+def load(results_dir: Path) -> tuple[list[Run], list[dict]]:
+    """(results runs oldest first, acceptance stage records) under `results_dir`; static/ belongs
+    to `fastclr bench static` and is rendered by fastclr/bench/static/render.py."""
+    runs, stages = [], []
     for path in sorted(Path(results_dir).rglob("*.json")):
         if STATIC_DIR in path.relative_to(results_dir).parts[:1]:
-            static.append(path)
             continue
         data = read_json(path)
         schema = data.get("schema") if isinstance(data, dict) else None
@@ -105,4 +104,4 @@ def load(results_dir: Path) -> tuple[list[Run], list[dict], list[Path]]:
         elif schema == ACCEPTANCE:
             _check(path, "the record", data, {"stage": str, "status": str})
             stages.append({**data, "path": str(path)})
-    return sorted(runs, key=lambda run: run.env["timestamp"]), stages, static
+    return sorted(runs, key=lambda run: run.env["timestamp"]), stages

@@ -6,8 +6,7 @@ the measured figures. Each takes what fastclr/bench/report_inputs.py read and re
 from collections import defaultdict
 from pathlib import Path
 
-from fastclr.bench.report_inputs import DATA, TRAIN, Run, read_json
-from fastclr.errors import UsageError
+from fastclr.bench.report_inputs import DATA, TRAIN, Run
 
 
 def throughput_rows(runs: list[Run], slug: str) -> list[dict]:
@@ -120,67 +119,6 @@ def acceptance_lines(stages: list[dict], slug: str) -> list[str]:
             else f"| {s['stage']} | {s['status']} | — | — | {note} |"
         )
     return [*lines, ""]
-
-
-def scalar_items(record: dict) -> dict:
-    return {k: v for k, v in record.items() if isinstance(v, (str, int, float, bool)) or v is None}
-
-
-def static_lines(files: list[Path], results_dir: Path, measured: dict[tuple, float]) -> list[str]:
-    """`fastclr bench static`'s JSON (another tool's format: every list of objects in it becomes a
-    table of its scalar fields), with the measured median beside each row whose (impl, mode, rows,
-    dim, dtype) was measured. Labelled as estimates."""
-    lines = ["## Static estimates (`fastclr bench static`): ESTIMATES, not measurements", ""]
-    if not files:
-        return [
-            *lines,
-            f"None found under {results_dir / 'static'}/ (run `fastclr bench static`).",
-            "",
-        ]
-    for path in files:
-        lines += [f"From `{path.relative_to(results_dir).as_posix()}`:", ""]
-        try:
-            data = read_json(path)
-        except UsageError as err:
-            lines += [f"Unreadable, left out: {err}", ""]
-            continue
-        tables = [v for v in (data.values() if isinstance(data, dict) else [data])
-                  if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]  # fmt: skip
-        if not tables:
-            lines += ["(no list of records in this file)", ""]
-        for records in tables:
-            columns = list(dict.fromkeys(k for r in records for k in scalar_items(r)))[:10]
-            extra = any(key_of(r) in measured for r in records)
-            header = columns + (["measured median"] if extra else [])
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            for r in records:
-                cells = [fmt(r.get(c)) for c in columns]
-                if extra:
-                    got = measured.get(key_of(r))
-                    cells.append(f"{got * 1e3:.3g} ms" if got is not None else "—")
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
-    return lines
-
-
-def key_of(record: dict) -> tuple:
-    return tuple(str(record.get(k)) for k in ("impl", "mode", "rows", "dim", "dtype"))
-
-
-def fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "—" if value is None else str(value).replace("|", "/")
-
-
-def measured_medians(runs: list[Run]) -> dict[tuple, float]:
-    """(impl, mode, rows, dim, dtype) -> newest measured median seconds, over every device."""
-    out: dict[tuple, float] = {}
-    for run in runs:
-        for r in run.results:
-            if r.get("status") == "ok" and isinstance(r.get("time"), dict):
-                out[key_of(r)] = r["time"]["median_s"]
-    return out
 
 
 def devices_of(runs: list[Run]) -> dict[str, dict]:

@@ -1,11 +1,13 @@
-"""`fastclr bench`: run the loss benchmarks (`run`), turn their results into a report (`report`), and
-the GPU acceptance run (`gpu`: every GPU figure in one resumable command, fastclr/bench/acceptance/)."""
+"""`fastclr bench`: run the loss benchmarks (`run`), turn their results into a report (`report`),
+the GPU acceptance run (`gpu`: every GPU figure in one resumable command, fastclr/bench/acceptance/),
+or analyse the compiled kernels without a GPU (`static`, fastclr/bench/static/)."""
 
 import argparse
 import subprocess
 import sys
 from pathlib import Path
 
+from fastclr.bench.static import cli as static_cli
 from fastclr.errors import UsageError
 
 
@@ -47,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     report_parser.add_argument("--no-plots", action="store_true", help="tables only")
     add_gpu_parser(actions)
+    static_cli.add_parser(actions)
     parser.set_defaults(func=run)
 
 
@@ -88,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return run_benchmarks(args)
     if args.bench_action == "gpu":
         return run_acceptance(args)
+    if args.bench_action == "static":
+        return static_cli.run(args)
     return write_report(args.results, args.out, plots=not args.no_plots)
 
 

@@ -1,0 +1,137 @@
+"""What `fastclr bench static` compiles: every (kernel, precision, D, 2N, arch) case with the launch
+constexprs fastclr/ops/triton_backend.py would pass, and the configs the autotuner keeps for it on
+that architecture (kernels/configs.py's own prune, fed the architecture's shared-memory limit).
+"""
+
+from dataclasses import dataclass
+
+import triton
+
+from fastclr.bench.static.arches import ARCHES, SMEM_LIMITS
+from fastclr.bench.static.triton_compile import CompileKey
+from fastclr.kernels import configs
+from fastclr.ops.triton_backend import SHARED_EXP_MAX_INV_TEMP
+
+KERNELS = ("forward", "backward")
+# precision label -> (operand dtype, DOT_PRECISION)
+PRECISIONS = {
+    "bf16": ("bf16", "tf32"),
+    "fp16": ("fp16", "tf32"),
+    "fp32-tf32": ("fp32", "tf32"),
+    "fp32-tf32x3": ("fp32", "tf32x3"),
+}
+ELEM_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+ROWS = (8192, 65536)
+DIMS = (64, 128, 256, 2048)
+TEMPERATURE = 0.1  # SimCLR's usual value: the backward takes its shared-exponential path
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The slice of the full grid to analyse (every field defaults to all of it)."""
+
+    arches: tuple[int, ...] = tuple(ARCHES)
+    kernels: tuple[str, ...] = KERNELS
+    precisions: tuple[str, ...] = tuple(PRECISIONS)
+    dims: tuple[int, ...] = DIMS
+    rows: tuple[int, ...] = ROWS
+    all_configs: bool = False  # also compile the configs the prune drops
+
+
+@dataclass
+class Case:
+    """One row of the results: a config of one kernel at one shape on one architecture."""
+
+    arch: int
+    kernel: str
+    precision: str
+    dim: int
+    rows: int
+    config: triton.Config
+    kept: bool  # the autotuner keeps it on this architecture
+    key: CompileKey
+    block_d: int
+    single_d: bool
+
+
+def _heuristics(kernel: str) -> dict:
+    from fastclr.bench.static.triton_compile import wrapped_kernel
+
+    fn = wrapped_kernel(kernel)
+    while not hasattr(fn, "values"):
+        fn = fn.fn
+    return fn.values
+
+
+def config_list(kernel: str) -> list[triton.Config]:
+    return configs.forward_configs() if kernel == "forward" else configs.backward_configs()
+
+
+def launch_constexprs(kernel: str, precision: str, dim: int, rows: int, block_n: int) -> dict:
+    """The constexprs the launcher passes (and its heuristics derive) for a single-GPU launch:
+    M = C = 2N rows, contiguous operands."""
+    dtype, dot_precision = PRECISIONS[precision]
+    block_d, single_d = configs.feature_block(dim, ELEM_BYTES[dtype])
+    values = {"BLOCK_D": block_d, "SINGLE_D": single_d, "DOT_PRECISION": dot_precision}
+    if kernel == "backward":
+        values["SHARED_EXP"] = 1 / TEMPERATURE <= SHARED_EXP_MAX_INV_TEMP
+        values["SCALE_WEIGHTS"] = dtype == "fp16"
+    args = {"M": rows, "C": rows, "D": dim, "BLOCK_N": block_n, **values}
+    for name, rule in _heuristics(kernel).items():
+        values[name] = bool(rule(args))
+    return values
+
+
+def kept_configs(kernel: str, precision: str, dim: int, cc: int) -> list[triton.Config]:
+    """The configs the autotuner keeps on sm_<cc>: kernels/configs.py's prune with that arch's limit."""
+    dtype, dot_precision = PRECISIONS[precision]
+    block_d, single_d = configs.feature_block(dim, ELEM_BYTES[dtype])
+    return configs.fitting_configs(
+        config_list(kernel),
+        kernel,
+        block_d=block_d,
+        single_d=single_d,
+        elem_bytes=ELEM_BYTES[dtype],
+        dot_precision=dot_precision,
+        smem_limit=SMEM_LIMITS[cc],
+    )
+
+
+def cases(selection: Selection) -> list[Case]:
+    out = []
+    for cc in selection.arches:
+        for kernel in selection.kernels:
+            for precision in selection.precisions:
+                dtype = PRECISIONS[precision][0]
+                for dim in selection.dims:
+                    kept = kept_configs(kernel, precision, dim, cc)
+                    pool = config_list(kernel) if selection.all_configs else kept
+                    for rows in selection.rows:
+                        for config in pool:
+                            block_m, block_n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+                            constexprs = launch_constexprs(kernel, precision, dim, rows, block_n)
+                            key = CompileKey(
+                                kernel,
+                                dtype,
+                                tuple(sorted(constexprs.items())),
+                                block_m,
+                                block_n,
+                                config.num_warps,
+                                config.num_stages,
+                                cc,
+                            )
+                            out.append(
+                                Case(
+                                    cc,
+                                    kernel,
+                                    precision,
+                                    dim,
+                                    rows,
+                                    config,
+                                    config in kept,
+                                    key,
+                                    constexprs["BLOCK_D"],
+                                    constexprs["SINGLE_D"],
+                                )
+                            )
+    return out
