@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"torch         {torch.__version__} (CUDA build {torch.version.cuda or 'none'})")
     print(f"torchvision   {version('torchvision')}")
     print(f"triton        {version('triton')}")
-    print(f"nvidia-dali   {version('nvidia-dali-cuda130')}")
+    print_dali(package_version)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         name = torch.cuda.get_device_name(device)
@@ -40,3 +40,25 @@ def run(args: argparse.Namespace) -> int:
             status = "usable" if reason is None else f"unavailable: {reason}"
             print(f"  {name:<10} {str(dtype).removeprefix('torch.'):<9} {status}")
     return 0
+
+
+def print_dali(package_version) -> None:
+    """Which DALI wheels are installed (CUDA 13 and/or 12 builds) and whether DALI loads here."""
+    from fastclr.data.dali_pipeline import (
+        DALI_INSTALL_HINT,
+        DALI_WHEELS,
+        dali_unavailable_reason,
+    )
+
+    installed = {name: package_version(name) for name in DALI_WHEELS}
+    installed = {name: v for name, v in installed.items() if v is not None}
+    if not installed:
+        print(f"nvidia-dali   not installed ({DALI_INSTALL_HINT})")
+        return
+    reason = dali_unavailable_reason()
+    loads = "loads" if reason is None else f"does not load: {reason}"
+    for name, installed_version in installed.items():
+        drivers, extra = DALI_WHEELS[name]
+        print(f"nvidia-dali   {installed_version} ({name}, for {drivers}; {extra}); {loads}")
+    if len(installed) > 1:
+        print("              both DALI builds are installed and share one module: uninstall one")

@@ -28,6 +28,16 @@ NO_BLUR_SIGMA = 1e-3  # neighbour weight exp(-1 / (2 sigma^2)) underflows to 0: 
 PREFETCH_DEPTH = 2
 
 
+# The DALI wheels by driver generation, and the fastclr extra that installs each.
+DALI_WHEELS = {
+    "nvidia-dali-cuda130": ("CUDA 13 drivers", "fastclr[dali]"),
+    "nvidia-dali-cuda120": ("CUDA 12 drivers", "fastclr[dali-cuda12]"),
+}
+DALI_INSTALL_HINT = (
+    "pip install 'fastclr[dali]' (CUDA 13 drivers) or 'fastclr[dali-cuda12]' (CUDA 12 drivers)"
+)
+
+
 def dali_unavailable_reason() -> str | None:
     """None if NVIDIA DALI imports, else why not."""
     try:
