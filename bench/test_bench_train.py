@@ -1,4 +1,4 @@
-"""Training-step throughput of the SimCLR trainer: images/s of `fastclr.train.loop.simclr_step`.
+"""Training-step throughput of the SimCLR trainer: images/s of `fastclr.train.epoch.simclr_step`.
 
     pytest bench/test_bench_train.py --benchmark-only   timed; results also written to
                                                         bench/results/<device-slug>/train-<time>.json
@@ -23,7 +23,7 @@ import torch
 from fastclr.bench import environment
 from fastclr.model import build_model
 from fastclr.optim import build_optimizer
-from fastclr.train.loop import simclr_step
+from fastclr.train.epoch import simclr_step
 
 RESULTS_DIR = Path(__file__).parent / "results"
 GPU = torch.cuda.is_available()
