@@ -76,7 +76,7 @@ def train_one_epoch(run: Run, epoch: int, meter: StepMeter) -> bool:
         """Host sync: the loss, after checking no loss since the last sync was NaN/Inf."""
         value = loss.item()
         if bool(nonfinite):
-            raise NonFiniteLossError(run.nonfinite_message(f"the loss became {value}", epoch))
+            raise NonFiniteLossError(run.nonfinite_message(f"the loss became {value}"))
         return value
 
     for view1, view2, _ in batches:

@@ -222,8 +222,8 @@ class Run:
         self.last_checkpoint = str(path)
         self.logger.print(f"resumed from step {self.step} (epoch {self.epoch + 1}) in {self.out}")
 
-    def nonfinite_message(self, what: str, epoch: int) -> str:
-        cfg = self.cfg
+    def nonfinite_message(self, what: str) -> str:
+        cfg, epoch = self.cfg, (self.step - 1) // self.steps_per_epoch  # the last step's epoch
         return (
             f"{what} at step {self.step} (epoch {epoch + 1}); training stopped. The last good "
             f"checkpoint is {self.last_checkpoint}. Try: a lower --lr (now {cfg.lr}), "
@@ -236,7 +236,7 @@ class Run:
         # A finite loss was computed before the last update: check the updated weights too, so
         # no checkpoint ever holds NaN/Inf.
         if not weights_finite(self.raw_model):
-            raise NonFiniteLossError(self.nonfinite_message("the weights became NaN/Inf", epoch))
+            raise NonFiniteLossError(self.nonfinite_message("the weights became NaN/Inf"))
         rng = gather_rng_states(self.env)
         if self.env.is_main:
             path = checkpoint.save_checkpoint(
