@@ -112,3 +112,12 @@ def test_refused_resume_leaves_the_run_folder_alone(tmp_path, trained_run, flags
     assert json.loads((out / "config.json").read_text())["arch"] == "resnet18"
     (kept,) = checkpoint.list_checkpoints(out)
     assert checkpoint.load_checkpoint(kept)["step"] == 1
+
+
+def test_resume_with_nothing_left_to_train_says_so(tmp_path, trained_run, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    assert main(["train", *TINY, "--epochs", "1", "--max-steps", "1", "--out", str(out)]) == 0
+    assert "nothing to train: the run is at step 1 of 1" in capsys.readouterr().err
+    (kept,) = checkpoint.list_checkpoints(out)
+    assert checkpoint.load_checkpoint(kept)["step"] == 1
