@@ -105,3 +105,10 @@ def test_folder_image_size_comes_from_the_images(tmp_path):
     assert default_image_size_choice(str(tmp_path / "big"))[0] == 224  # capped
     cfg, notes = resolve_config(TrainConfig(data=str(tmp_path / "small")), restart_count=0)
     assert cfg.image_size == 32 and "--image-size" in notes[0]
+
+
+def test_loss_backend_choices_are_the_registry():
+    from fastclr.ops.backends import BACKENDS
+    from fastclr.train.config import LOSS_BACKENDS
+
+    assert set(LOSS_BACKENDS) == {"auto", *BACKENDS}
