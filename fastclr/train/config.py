@@ -363,6 +363,7 @@ def resolve_config(
     from fastclr.train.checkpoint import list_checkpoints
 
     check_device(cfg.device)
+    check_data(cfg.data)
     values, notes = cfg.to_dict(), []
     base_lr, weight_decay = OPTIMIZER_DEFAULTS[cfg.optimizer]
     if cfg.data == "digits":
@@ -385,6 +386,18 @@ def resolve_config(
             f"in {cfg.out} (--resume was {cfg.resume})"
         )
     return TrainConfig(**values), notes
+
+
+def check_data(data: str) -> None:
+    """UsageError if --data is neither a built-in dataset nor an existing folder."""
+    builtin = data in ("digits", "skimage", "synthetic") or data.startswith(
+        ("synthetic:", "cifar10:")
+    )
+    if not builtin and not Path(data).expanduser().is_dir():
+        raise UsageError(
+            f"--data {data}: no such folder; pass an image folder (PATH/train/<class>/*.jpg or "
+            "PATH/<class>/*.jpg) or digits | synthetic[:N] | skimage | cifar10:PATH"
+        )
 
 
 def check_device(device: str) -> None:
