@@ -107,9 +107,9 @@ def test_refused_resume_leaves_the_run_folder_alone(tmp_path, trained_run, flags
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     changed = [*TINY, "--epochs", "2", "--out", str(out), *flags]
     result = fastclr("train", *changed, cwd=tmp_path)
-    assert_usage_error(result, *named)
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before  # config.json, log.jsonl and the checkpoint untouched
+    assert_usage_error(result, *named)
     assert json.loads((out / "config.json").read_text())["arch"] == "resnet18"
     (kept,) = checkpoint.list_checkpoints(out)
     assert checkpoint.load_checkpoint(kept)["step"] == 1
