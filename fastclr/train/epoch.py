@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from fastclr.ops import nt_xent
-from fastclr.train import checkpoint
 from fastclr.train.meter import StepMeter
 from fastclr.train.run import NonFiniteLossError, Run
 from fastclr.train.seeding import epoch_seed, seed_everything
@@ -63,12 +62,7 @@ def train_one_epoch(run: Run, epoch: int, meter: StepMeter) -> bool:
     seed_everything(epoch_seed(cfg.seed, run.env.rank, epoch))
     run.loader.set_epoch(epoch)
     batches = iter(run.loader)
-    if run.step_in_epoch:
-        # Mid-epoch resume: redraw the batches already trained on, then restore the RNGs exactly
-        # as they were when the checkpoint was written.
-        for _ in range(run.step_in_epoch):
-            next(batches)
-        checkpoint.restore_rng_state(run.resume_rng)
+    run.skip_trained_batches(batches)
     meter.start_epoch()
     nonfinite = torch.zeros((), dtype=torch.bool, device=run.device)
 

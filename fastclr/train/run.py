@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,15 @@ class Run:
         self.resume_rng = rng_states[self.env.rank] if same_world else rng_states[0]
         self.last_checkpoint = str(path)
         self.logger.print(f"resumed from step {self.step} (epoch {self.epoch + 1}) in {self.out}")
+
+    def skip_trained_batches(self, batches: Iterator[Any]) -> None:
+        """In a resumed epoch: draw the batches the checkpoint had trained on (the same (seed,
+        epoch) redraws the same ones), then restore the RNGs as they were when it was written."""
+        if self.step_in_epoch == 0:
+            return
+        for _ in range(self.step_in_epoch):
+            next(batches)
+        checkpoint.restore_rng_state(self.resume_rng)
 
     def nonfinite_message(self, what: str) -> str:
         cfg, epoch = self.cfg, (self.step - 1) // self.steps_per_epoch  # the last step's epoch
