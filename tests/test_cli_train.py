@@ -47,6 +47,7 @@ FLAG_CASES = {
     "epochs-0": (["--epochs", "0"], ["--epochs 0", ">= 1"]),
     "device-tpu": (["--device", "tpu"], ["--device 'tpu'", "cpu, cuda"]),
     "device-cuda": (["--device", "cuda"], ["--device cuda", "no CUDA GPU", "--device cpu"]),
+    "resume-missing": (["--resume", "no/such.pt"], ["--resume no/such.pt", "no such file"]),
     "data-missing": (["--data", "no/such/folder"], ["--data no/such/folder", "no such folder"]),
 }
 

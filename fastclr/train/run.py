@@ -78,6 +78,11 @@ def find_resume_state(cfg: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
         return None
     if cfg.resume == "auto":
         return checkpoint.load_latest(cfg.out)
+    if not Path(cfg.resume).is_file():
+        raise UsageError(
+            f"--resume {cfg.resume}: no such file; pass a checkpoint file, auto (the newest in "
+            "--out) or none"
+        )
     return Path(cfg.resume), checkpoint.load_checkpoint(cfg.resume)
 
 
