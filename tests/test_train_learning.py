@@ -3,7 +3,9 @@ below its chance value.
 
 The run is the CPU demo preset (8 px, crops >= 25% area, LARS base lr 4.0, temperature 0.2,
 batch 64, 88 steps) with the default loader: DALI on the CPU when installed (the README's install
-and CI), else torchvision (about 3x the CPU time here). An encoder whose embeddings tell no image from another has NT-Xent loss ln(2B - 1) = ln 127 = 4.844 ("chance").
+and CI), else torchvision (about 3x the CPU time here). An encoder whose embeddings tell no image
+from another has NT-Xent loss ln(2B - 1) = ln 127 = 4.844 ("chance"). With 2 OpenMP threads and
+DALI this machine follows the issue-11 trajectory: kNN 78.61 -> 80.00, and the test passes.
 
 What is asserted, and why: the mean loss over the last epoch is below chance by LOSS_MARGIN. The kNN
 top-1 of the backbone is reported, not asserted: after 4 epochs it moves by -2.8 to +7.5 points over
