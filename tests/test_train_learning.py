@@ -14,7 +14,7 @@ issue-11 machine measured +1.4 with DALI), so no margin on it holds everywhere; 
 averaged over the 22 steps of 128 views of an epoch, is steady.
 
 Measured on one AVX-512 machine (torch 2.14.1, OMP_NUM_THREADS=1): the last epoch's mean loss, its
-drop below chance (4.844), and the kNN top-1 (%) before -> after, per loader, seed and CPU kernel set:
+drop below chance (4.844), and the kNN top-1 (%) before -> after, per loader, seed and kernel set:
 
     loader  seed  default kernels (AVX-512)        ATEN avx2 + oneDNN AVX2 [1]
                   loss (drop)    kNN init -> final loss (drop)    kNN init -> final
