@@ -1,4 +1,4 @@
-"""Training-step throughput of the SimCLR trainer: images/s of `fastclr.train.loop.simclr_step`.
+"""Training-step throughput of the SimCLR trainer: images/s of `fastclr.train.epoch.simclr_step`.
 
     pytest bench/test_bench_train.py --benchmark-only   timed; results also written to
                                                         bench/results/<device-slug>/train-<time>.json

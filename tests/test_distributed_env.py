@@ -134,31 +134,28 @@ def test_worker_counts():
 def parsed(*flags: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_launch_arguments(parser)
-    parser.add_argument("--resume", default=None)
     return parser.parse_args(list(flags))
 
 
-def test_launched_worker_trains_itself(monkeypatch):
+def test_launched_worker_trains_itself_and_leaves_args_alone(monkeypatch):
     for name, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
-    args = parsed("--nproc", "2", "--resume", "none")
-    assert maybe_launch(args, argv=["train", "--nproc", "2"]) is None
-    assert args.resume == "none"
-    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # a restarted group resumes
-    assert maybe_launch(args, argv=["train", "--nproc", "2"]) is None
-    assert args.resume == "auto"
+    args = parsed("--max-restarts", "1")
+    before = vars(args).copy()
+    for restarts in ("0", "1"):  # the restart resume rule lives in fastclr.train.config
+        monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", restarts)
+        assert maybe_launch(args, gpus=0, nproc=2, argv=["train", "--nproc", "2"]) is None
+        assert vars(args) == before
 
 
 def test_one_process_is_not_launched(monkeypatch):
     for name in TORCHRUN_ENV:
         monkeypatch.delenv(name, raising=False)
-    assert maybe_launch(parsed(), argv=["train"]) is None
-    assert maybe_launch(parsed("--nproc", "1"), argv=["train"]) is None
+    assert maybe_launch(parsed(), gpus=0, nproc=0, argv=["train"]) is None
+    assert maybe_launch(parsed(), gpus=0, nproc=1, argv=["train"]) is None
 
 
 def test_worker_device():
-    assert worker_device(parsed("--nproc", "2")) == "cpu"
-    config = argparse.Namespace(gpus=0, nproc=0, device="cuda:0")
-    assert worker_device(parsed("--nproc", "2"), config) == "cuda:0"  # the config's counts win
-    assert worker_device(parsed()) is None
+    assert worker_device(0, 2, "auto") == "cpu"
+    assert worker_device(2, 0, "cuda:0") == "cuda:0"
+    assert worker_device(0, 0, "auto") is None

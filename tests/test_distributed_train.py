@@ -1,9 +1,13 @@
-"""`fastclr train --nproc 2`: the real CLI, launcher, trainer and gloo process group, end to end.
+"""`fastclr train` with `nproc: 2` in its --config file: the real CLI, launcher, trainer and gloo
+process group, end to end.
 
-One run of a few steps with --max-restarts 1; once the first checkpoint is on disk, the rank-1 worker
-and its data-loader processes are killed (SIGKILL, as a crashed machine would be). The elastic launcher must restart the group, the
-group must resume from the last checkpoint (not from step 0), finish, and exit 0. Steps logged before
-the kill and again after the restart must have the same loss (the resume is exact).
+A one-process run writes a checkpoint at step 2 (PATH). Then the two-worker run starts with
+--resume PATH --max-restarts 1 (the file's `nproc: 2` must start two workers: the flag's default
+must not replace it); once its own first checkpoint (step 4) is in --out, the rank-1 worker and its
+data-loader processes are killed (SIGKILL, as a crashed machine would be). The elastic launcher must
+restart the group, the group must resume from the newest checkpoint in --out (not from PATH again,
+not from step 0), finish, and exit 0. Steps logged before the kill and again after the restart must
+have the same loss (the resume is exact).
 
 Parameter equality of a 2-process and a 1-process run on the same global batch is checked in
 test_distributed_loss.py (a BN head with LARS under DDP): the trainer itself draws per-rank
@@ -22,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from fastclr.checkpoint import list_checkpoints
+from fastclr.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 8
@@ -67,13 +72,21 @@ def read_log(out: Path) -> list[dict]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers through /proc")
 def test_killed_worker_restarts_and_resumes_from_checkpoint(tmp_path):
+    settings = [
+        "--data", "digits", "--image-size", "8", "--batch-size", "16", "--epochs", "1",
+        "--checkpoint-every", "2", "--log-every", "1", "--knn-every", "0",
+        "--precision", "fp32", "--loader", "torch",
+    ]  # fmt: skip
+    first = tmp_path / "first"
+    assert main(["train", *settings, "--max-steps", "2", "--out", str(first)]) == 0
+    (resume_path,) = list_checkpoints(first)
+    config = tmp_path / "workers.yaml"
+    config.write_text("nproc: 2\n")
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "fastclr.cli.main", "train",
-        "--nproc", "2", "--max-restarts", "1",
-        "--data", "digits", "--image-size", "8", "--batch-size", "16", "--epochs", "1",
-        "--max-steps", str(MAX_STEPS), "--checkpoint-every", "2", "--log-every", "1",
-        "--knn-every", "0", "--precision", "fp32", "--loader", "torch", "--out", str(out),
+        sys.executable, "-m", "fastclr.cli.main", "train", "--config", str(config),
+        "--max-restarts", "1", "--resume", str(resume_path), *settings,
+        "--max-steps", str(MAX_STEPS), "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     log_path = tmp_path / "launcher.log"  # a file, not a pipe: nobody reads a pipe while we poll
@@ -114,14 +127,16 @@ def test_killed_worker_restarts_and_resumes_from_checkpoint(tmp_path):
     assert len(starts) == 2, (
         f"expected one restart, log has {len(starts)} starts:\n{output[-3000:]}"
     )
+    assert [records[i]["world_size"] for i in starts] == [2, 2]  # the file's nproc: 2
     first_steps = {r["step"]: r["loss"] for r in records[: starts[1]] if r["kind"] == "step"}
     second_steps = {r["step"]: r["loss"] for r in records[starts[1] :] if r["kind"] == "step"}
+    assert min(first_steps) == 3, "the first attempt did not start from --resume PATH (step 2)"
     resumed_at = min(second_steps) - 1
     assert "resumed from step" in output, output[-3000:]
-    assert resumed_at >= 2 and resumed_at % 2 == 0, (
-        f"resumed at step {resumed_at}, not a checkpoint"
+    assert resumed_at >= 4 and resumed_at % 2 == 0, (
+        f"restarted at step {resumed_at}: not the newest checkpoint in --out (>= 4)"
     )
     assert max(second_steps) == MAX_STEPS
-    assert set(first_steps) | set(second_steps) >= set(range(1, MAX_STEPS + 1))
+    assert set(first_steps) | set(second_steps) >= set(range(3, MAX_STEPS + 1))
     for step in set(first_steps) & set(second_steps):
         assert first_steps[step] == second_steps[step], f"step {step} differs after the resume"

@@ -1,4 +1,4 @@
-"""One SimCLR training step as the benchmarks time it: `fastclr.train.loop.simclr_step` on a model,
+"""One SimCLR training step as the benchmarks time it: `fastclr.train.epoch.simclr_step` on a model,
 LARS, optional bf16 autocast, channels_last and torch.compile, fed synthetic views or a loader.
 
 Shared by bench/test_bench_train.py (the pytest-benchmark suite) and the `train` stage of
@@ -14,7 +14,7 @@ import torch
 from fastclr.bench.memory import is_out_of_memory
 from fastclr.model import build_model
 from fastclr.optim import build_optimizer
-from fastclr.train.loop import simclr_step
+from fastclr.train.epoch import simclr_step
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -20,36 +20,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
     )
     add_train_arguments(parser)
-    add_launch_arguments(parser)  # [dist] --gpus, --nproc, --nnodes, --max-restarts, ...
+    add_launch_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastclr.distributed.env import init_from_env, shutdown
+    """Resolve the config once; then either start the workers (--gpus/--nproc N, each re-runs this
+    command line) or train in this process. A UsageError reaches fastclr.cli.main (exit 2)."""
+    from fastclr.distributed.env import init_from_env, launch_info, shutdown
     from fastclr.distributed.launch import maybe_launch, worker_device
-    from fastclr.train.config import config_from_args
-    from fastclr.train.loop import NonFiniteLossError, train
+    from fastclr.errors import UsageError
+    from fastclr.train.config import config_from_args, resolve_config
+    from fastclr.train.loop import train
+    from fastclr.train.run import NonFiniteLossError
 
-    try:
-        # [dist] --gpus N / --nproc N: start N workers that each re-run this command line.
-        cfg = config_from_args(args)
-        status = maybe_launch(args, cfg)
-        if status is not None:
-            return status
-        # A restarted worker may have had --resume switched to auto: resolve the config again.
-        cfg = config_from_args(args)
-    except (ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    env = init_from_env(device=worker_device(args, cfg))
+    cfg, notes = resolve_config(config_from_args(args))
+    status = maybe_launch(args, gpus=cfg.gpus, nproc=cfg.nproc)
+    if status is not None:
+        return status
+    info = launch_info()
+    if info is None or info.rank == 0:  # the workers resolved the same notes: rank 0 says them
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    env = init_from_env(device=worker_device(cfg.gpus, cfg.nproc, cfg.device))
     try:
         train(cfg, env)
     except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"fastclr train: error: {error}", file=sys.stderr)
         return 1
-    except (FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UsageError:
+        raise
+    except ValueError as error:  # the data layer's bad-input errors (a folder, a dataset name)
+        raise UsageError(str(error)) from error
     finally:
         shutdown()
     return 0

@@ -109,7 +109,8 @@ def build_train_loader(
     """Two-view SimCLR training batches of `data` for this rank.
 
     data: "digits" | "synthetic[:N]" | "skimage" | "cifar10:PATH" | an image folder (see sources.py).
-    image_size: training side S (default: 32 small datasets, 64 skimage, 224 folders; or augment's).
+    image_size: training side S (default: 32 small datasets, 64 skimage, folders: the standard
+        size at or above their median side, at most 224 (sources.default_image_size); or augment's).
     loader: "auto" | "dali" | "dali-gpu" | "dali-cpu" | "torch" (see the module docstring).
     num_workers: DataLoader workers (torch) or DALI CPU threads. strict: unreadable images raise.
     augment: augmentation settings (default AugmentConfig.for_image_size(S)).

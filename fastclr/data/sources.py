@@ -24,11 +24,13 @@ import numpy as np
 from PIL import Image
 
 from fastclr.data.decode import to_rgb
-from fastclr.data.image_folder import FileSource, load_image_folder
+from fastclr.data.image_folder import IMAGE_EXTENSIONS, FileSource, load_image_folder
 
 SPLITS = ("train", "val")
 SMALL_IMAGE_SIZE = 32
-FOLDER_IMAGE_SIZE = 224
+FOLDER_IMAGE_SIZE = 224  # the largest default: ImageNet's training side
+STANDARD_IMAGE_SIZES = (32, 64, 96, 128, 160, 192, FOLDER_IMAGE_SIZE)
+IMAGE_SIZE_SAMPLE = 32  # images whose sides choose a folder's default size
 SKIMAGE_IMAGE_SIZE = 64
 SYNTHETIC_DEFAULT_COUNT = 1024
 SYNTHETIC_CLASSES = 10
@@ -51,13 +53,62 @@ Source = ArraySource | FileSource
 
 
 def default_image_size(data: str) -> int:
-    """The training side used when `image_size` is None: 32 for digits/synthetic/CIFAR-10, 64 for
-    the scikit-image photos, 224 for image folders."""
+    """The training side used when `image_size` is None (see default_image_size_choice)."""
+    return default_image_size_choice(data)[0]
+
+
+def default_image_size_choice(data: str) -> tuple[int, str | None]:
+    """(side, note): 32 for digits/synthetic/CIFAR-10, 64 for the scikit-image photos (note None);
+    for an image folder the smallest of STANDARD_IMAGE_SIZES at or above the median shorter side
+    of a sample of its images (so a folder of 25 px images trains at 32 px, not 224), with a note
+    that says how it was chosen."""
     if data in ("digits", "synthetic") or data.startswith(("synthetic:", "cifar10:")):
-        return SMALL_IMAGE_SIZE
+        return SMALL_IMAGE_SIZE, None
     if data == "skimage":
-        return SKIMAGE_IMAGE_SIZE
-    return FOLDER_IMAGE_SIZE
+        return SKIMAGE_IMAGE_SIZE, None
+    sides = []
+    for path in _sample_image_files(Path(data).expanduser(), IMAGE_SIZE_SAMPLE):
+        try:
+            with Image.open(path) as image:  # reads the header only
+                sides.append(min(image.size))
+        except (OSError, ValueError):  # unreadable: named later by the folder's readability check
+            continue
+    if not sides:
+        return FOLDER_IMAGE_SIZE, None
+    median = float(np.median(sides))
+    size = next((s for s in STANDARD_IMAGE_SIZES if s >= median), FOLDER_IMAGE_SIZE)
+    return size, (
+        f"image size {size} px: the standard size at or above the median shorter side "
+        f"({median:g} px) of {len(sides)} sampled images of {data}"
+    )
+
+
+def _sample_image_files(root: Path, count: int) -> list[Path]:
+    """Up to about `count` image files spread over the folder's classes (one listing per picked
+    class, not a walk of the whole tree)."""
+    top = root / "train" if (root / "train").is_dir() else root
+    if not top.is_dir():
+        return []
+    entries = sorted(top.iterdir())
+    classes = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    if not classes:
+        files = [p for p in entries if _is_image_file(p)]
+        return files[:: max(1, len(files) // count)][:count]
+    picked = classes[:: max(1, len(classes) // count)][:count]
+    per_class = max(1, count // len(picked))
+    files = []
+    for folder in picked:
+        found = []
+        for directory, _, names in sorted(os.walk(folder, followlinks=True)):
+            found += [Path(directory, n) for n in sorted(names) if _is_image_file(Path(n))]
+            if len(found) >= per_class:
+                break
+        files += found[:per_class]
+    return files
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
 def load_source(

@@ -10,38 +10,27 @@ launching again. A run started by torchrun or srun directly is recognised the sa
     several nodes   fastclr train --gpus 8 --nnodes 4 --rdzv-endpoint HOST:PORT      on every node
                     (c10d rendezvous; add --node-rank K on each node for fixed node ranks: static)
     faults          --max-restarts 3: a failed worker restarts the whole group, which resumes from the
-                    last checkpoint (a restarted worker runs with --resume auto, even if the
-                    command line said --resume none)
+                    newest checkpoint in --out (fastclr.train.config.resolve_config: whatever
+                    --resume said, once --out holds a checkpoint)
 """
 
 import argparse
-import contextlib
 import os
 import site
 import sys
 from pathlib import Path
 
 from fastclr.distributed.env import launch_info
+from fastclr.errors import UsageError
 
 # Worker entry point: the console script's module, run with `python -m`.
 WORKER_MODULE = "fastclr.cli.main"
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    """The multi-process flags of `fastclr train` (each help names the recommended value).
-
-    --gpus and --nproc are added only if the parser lacks them (a config dataclass may own them).
-    """
+    """The multi-node flags of `fastclr train` (each help names the recommended value). The worker
+    counts --gpus/--nproc are settings of the run (fastclr.train.config; a config file may set them)."""
     group = parser.add_argument_group("multi-GPU / multi-node (torch.distributed)")
-    worker_counts = {
-        "--gpus": "GPU workers per node, one per GPU, NCCL (recommended: all GPUs of the node). "
-        "0 or 1: one process.",
-        "--nproc": "CPU worker processes per node, gloo: for testing or machines without GPUs "
-        "(recommended: 2 for tests). 0 or 1: one process.",
-    }
-    for flag, help_text in worker_counts.items():
-        with contextlib.suppress(argparse.ArgumentError):  # already defined by the parser
-            group.add_argument(flag, type=int, default=0, help=help_text)
     group.add_argument(
         "--nnodes",
         default="1",
@@ -75,37 +64,30 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def worker_counts(args: argparse.Namespace, config: object | None = None) -> tuple[int, int]:
-    """(gpus, nproc) asked for: from `config` (a --config file may set them) if it has them,
-    else from the parsed flags; 0 when not given."""
-    source = config if config is not None and hasattr(config, "gpus") else args
-    return getattr(source, "gpus", 0) or 0, getattr(source, "nproc", 0) or 0
-
-
 def workers_per_node(gpus: int, nproc: int) -> int:
     """How many workers --gpus/--nproc ask for on this node (1 when neither is given)."""
     if gpus < 0 or nproc < 0:
-        raise ValueError(f"--gpus/--nproc must be >= 0, got {gpus}/{nproc}")
+        raise UsageError(f"--gpus/--nproc must be >= 0, got {gpus}/{nproc}")
     if gpus and nproc:
-        raise ValueError("give --gpus N (GPU workers) or --nproc N (CPU workers), not both")
+        raise UsageError("give --gpus N (GPU workers) or --nproc N (CPU workers), not both")
     if gpus:
         import torch
 
         available = torch.cuda.device_count()
         if gpus > available:
-            raise ValueError(
+            raise UsageError(
                 f"--gpus {gpus} but this node has {available} CUDA device(s): use --gpus "
                 f"{available}" + (" or --nproc N for CPU workers" if available == 0 else "")
             )
     return max(gpus, nproc, 1)
 
 
-def worker_device(args: argparse.Namespace, config: object | None = None) -> str | None:
-    """The device a worker trains on: CPU for --nproc workers, else the config's --device
-    (None/"auto": GPU LOCAL_RANK when CUDA is available)."""
-    gpus, nproc = worker_counts(args, config)
-    device = getattr(config, "device", None) if config is not None else None
-    return "cpu" if nproc and not gpus else device
+def worker_device(gpus: int, nproc: int, device: str) -> str | None:
+    """The device a worker trains on: CPU for --nproc workers, else --device (None for "auto":
+    GPU LOCAL_RANK when CUDA is available)."""
+    if nproc and not gpus:
+        return "cpu"
+    return None if device == "auto" else device
 
 
 def launcher_arguments(
@@ -124,7 +106,7 @@ def launcher_arguments(
         launcher.append("--standalone")
     else:
         if rdzv_endpoint is None:
-            raise ValueError(
+            raise UsageError(
                 f"--nnodes {nnodes} needs --rdzv-endpoint HOST:PORT (a port on the first node, "
                 "the same on every node)"
             )
@@ -167,28 +149,27 @@ def launch(argv: list[str], nproc_per_node: int, **launcher_options) -> int:
 
 
 def maybe_launch(
-    args: argparse.Namespace, config: object | None = None, argv: list[str] | None = None
+    args: argparse.Namespace, *, gpus: int, nproc: int, argv: list[str] | None = None
 ) -> int | None:
     """Called first by `fastclr train`: start the workers and return their exit status, or None when
     this process should train itself (no --gpus/--nproc above 1, or already a launched worker).
 
-    args: the parsed command line, with the flags of add_launch_arguments. config: the resolved
-    run config, if it carries gpus/nproc. argv: the command line after the program name (default
-    sys.argv[1:], which starts with "train"); each worker re-runs it unchanged.
+    args: the parsed command line, with the flags of add_launch_arguments (read, never changed).
+    gpus, nproc: the resolved run config's worker counts. argv: the command line after the program
+    name (default sys.argv[1:], which starts with "train"); each worker re-runs it unchanged.
     """
     if launch_info() is not None:
-        restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-        if restarts > 0 and getattr(args, "resume", None) in (None, "none"):
-            args.resume = "auto"  # a restarted group continues from the last checkpoint
         return None
-    count = workers_per_node(*worker_counts(args, config))
+    count = workers_per_node(gpus, nproc)
     nnodes = str(getattr(args, "nnodes", "1"))
     max_restarts = getattr(args, "max_restarts", 0)
+    if max_restarts < 0:
+        raise UsageError(f"--max-restarts {max_restarts}: must be >= 0")
     if count == 1 and nnodes == "1" and max_restarts == 0:
         return None
     argv = list(sys.argv[1:] if argv is None else argv)
     if "train" not in argv:
-        raise RuntimeError(
+        raise UsageError(
             "--gpus/--nproc re-run the command line in every worker, but it does not contain the "
             f"'train' subcommand ({argv}); start it as `fastclr train ...` or pass argv"
         )

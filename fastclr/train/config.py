@@ -1,10 +1,14 @@
-"""TrainConfig: every setting of `fastclr train`, as one dataclass.
+"""TrainConfig: every setting of `fastclr train`, as one dataclass, and the one place it is resolved.
+
+Precedence, lowest first: the defaults below < a --config YAML/JSON file < command-line flags
+(`config_from_args`). Every value is checked (type, range, choices) as it is layered, and a bad one
+raises `fastclr.errors.UsageError` naming the flag or the file key and the fix, before any data is
+loaded. `resolve_config` then fills what depends on the data, the optimizer and the launch: the
+image size, crop floor, learning rate, weight decay, stem, and the resume rule of a restarted worker
+group. The resolved config is written to <out>/config.json and stored in every checkpoint.
 
 --gpus and --nproc are fields (a config file may set them); the other multi-node flags (--nnodes,
---rdzv-endpoint, --max-restarts) belong to the launcher, fastclr.distributed.launch.
-
-Precedence, lowest first: the defaults below < a --config YAML/JSON file < command-line flags.
-The resolved config is written to <out>/config.json and stored in every checkpoint. The defaults
+--rdzv-endpoint, --max-restarts) belong to the launcher, fastclr.distributed.launch. The defaults
 train on scikit-learn's digits on a 2-core CPU in a few minutes; each field's help gives the value
 recommended for real runs.
 """
@@ -14,13 +18,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastclr.errors import UsageError
 
-def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:  # noqa: A002
-    return field(default=default, metadata={"help": help, **argparse_kwargs})
+# The CPU demo preset, for settings left unset with --data digits. The digits are 8x8 originals,
+# so 8 px loses nothing and trains ~4x faster than 16 px. A run of minutes needs gentler crops
+# and a higher LARS rate than SimCLR's 100-epoch ImageNet values to lift kNN above the random-init
+# encoder (see tests/test_train_learning.py for what 4 epochs of it measure).
+DIGITS_PRESET = {"image_size": 8, "crop_scale": 0.25, "lars_lr": 4.0}
+LOSS_BACKENDS = ("auto", "reference", "chunked", "triton", "cuda")  # fastclr.ops.backends + auto
+
+Check = tuple[Callable[[Any], bool], str]  # (is the value in range, what the range is)
+
+
+def _opt(default: Any, help: str, check: Check | None = None, **argparse_kwargs: Any) -> Any:  # noqa: A002
+    return field(default=default, metadata={"help": help, "check": check, **argparse_kwargs})
+
+
+def _at_least(low: float) -> Check:
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+POSITIVE: Check = ((lambda v: v > 0 and math.isfinite(v)), "> 0 and finite")
 
 
 @dataclass
@@ -33,8 +59,10 @@ class TrainConfig:
     )
     image_size: int | None = _opt(
         None,
-        "training side in pixels; default: 8 for digits (its 8x8 originals), else the data's "
-        "own (32 CIFAR/synthetic, 224 folders). Recommended: 224 for ImageNet, 32 for CIFAR",
+        "training side in pixels; default: 8 for digits (its 8x8 originals), 32 CIFAR/synthetic, "
+        "and for folders the standard size (32..224) at or above the median side of a sample of "
+        "their images. Recommended: 224 for ImageNet, 32 for CIFAR",
+        _at_least(1),
     )
     loader: str = _opt(
         "auto",
@@ -46,9 +74,10 @@ class TrainConfig:
         None,
         "smallest random-resized-crop area, as a fraction of the image; default: 0.25 for "
         "digits (short demo runs), else 0.08. Recommended: 0.08 (SimCLR) for long runs",
+        ((lambda v: 0 < v <= 1), "in (0, 1]"),
     )
     workers: int | None = _opt(
-        None, "data loader worker processes per rank; default: the loader's choice"
+        None, "data loader worker processes per rank; default: the loader's choice", _at_least(0)
     )
     # model
     arch: str = _opt(
@@ -61,11 +90,16 @@ class TrainConfig:
         "first layer: auto (cifar for <= 64 px) | cifar | imagenet. Recommended: auto",
         choices=("auto", "cifar", "imagenet"),
     )
-    proj_dim: int = _opt(128, "projection output width. Recommended: 128")
+    proj_dim: int = _opt(128, "projection output width. Recommended: 128", _at_least(1))
     # optimization
-    epochs: int = _opt(10, "training epochs. Recommended: 100 (ImageNet), 500-1000 (CIFAR)")
+    epochs: int = _opt(
+        10, "training epochs. Recommended: 100 (ImageNet), 500-1000 (CIFAR)", _at_least(1)
+    )
     batch_size: int = _opt(
-        64, "global batch (all GPUs together). Recommended: 4096 (ImageNet), 512-1024 (CIFAR)"
+        64,
+        "global batch (all GPUs together), at least 2: NT-Xent needs the other images of the "
+        "batch as negatives. Recommended: 4096 (ImageNet), 512-1024 (CIFAR)",
+        ((lambda v: v >= 2), ">= 2 (NT-Xent needs another image in the batch as a negative)"),
     )
     optimizer: str = _opt(
         "lars", "lars | sgd | adamw. Recommended: lars", choices=("lars", "sgd", "adamw")
@@ -75,19 +109,30 @@ class TrainConfig:
         "base learning rate for batch 256, scaled by batch/256; default per optimizer: "
         "lars 0.3 (4.0 for the short digits demo), sgd 0.06, adamw 1e-3. "
         "Recommended: 0.3 (lars, ImageNet), 1.0 (lars, CIFAR)",
+        POSITIVE,
     )
     weight_decay: float | None = _opt(
-        None, "weight decay; default per optimizer: lars 1e-6, sgd 5e-4, adamw 1e-6"
+        None,
+        "weight decay; default per optimizer: lars 1e-6, sgd 5e-4, adamw 1e-6",
+        ((lambda v: 0 <= v < math.inf), ">= 0 and finite"),
     )
-    momentum: float = _opt(0.9, "momentum of lars and sgd. Recommended: 0.9")
+    momentum: float = _opt(
+        0.9, "momentum of lars and sgd. Recommended: 0.9", ((lambda v: 0 <= v < 1), "in [0, 1)")
+    )
     warmup_epochs: float = _opt(
-        10.0, "linear warmup epochs (at most a tenth of the run). Recommended: 10"
+        10.0,
+        "linear warmup epochs (at most a tenth of the run). Recommended: 10",
+        ((lambda v: 0 <= v < math.inf), ">= 0 and finite"),
     )
     temperature: float = _opt(
-        0.2, "NT-Xent temperature. Recommended: 0.1 (ImageNet, batch >= 1024), 0.2-0.5 (CIFAR)"
+        0.2,
+        "NT-Xent temperature. Recommended: 0.1 (ImageNet, batch >= 1024), 0.2-0.5 (CIFAR)",
+        POSITIVE,
     )
     loss_backend: str = _opt(
-        "auto", "auto | reference | chunked | triton | cuda. Recommended: auto"
+        "auto",
+        "auto | reference | chunked | triton | cuda. Recommended: auto",
+        choices=LOSS_BACKENDS,
     )
     # execution
     precision: str = _opt(
@@ -95,18 +140,28 @@ class TrainConfig:
         "auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32. Recommended: auto",
         choices=("auto", "bf16", "fp16", "fp32"),
     )
-    device: str = _opt("auto", "auto | cpu | cuda | cuda:N. Recommended: auto")
+    device: str = _opt(
+        "auto",
+        "auto | cpu | cuda | cuda:N. Recommended: auto",
+        ((lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None),
+         "one of auto, cpu, cuda, cuda:N"),
+    )  # fmt: skip
     compile: bool = _opt(False, "torch.compile the model. Recommended: on for long GPU runs")
     channels_last: bool = _opt(True, "channels_last memory format. Recommended: on")
     gpus: int = _opt(
         0,
         "GPU workers on this node, one per GPU (NCCL); 0 or 1: one process. "
         "Recommended: all GPUs of the node",
+        _at_least(0),
     )
     nproc: int = _opt(
-        0, "CPU worker processes (gloo), for tests or machines without GPUs; 0 or 1: one process"
+        0,
+        "CPU worker processes (gloo), for tests or machines without GPUs; 0 or 1: one process",
+        _at_least(0),
     )
-    seed: int = _opt(0, "random seed (each rank derives its own). Recommended: any fixed value")
+    seed: int = _opt(
+        0, "random seed (each rank derives its own). Recommended: any fixed value", _at_least(0)
+    )
     # bookkeeping
     out: str = _opt("runs/simclr", "run folder: config.json, log.jsonl, checkpoints")
     resume: str = _opt(
@@ -115,98 +170,248 @@ class TrainConfig:
         "Recommended: auto",
     )
     checkpoint_every: int = _opt(
-        500, "also checkpoint every K steps (0 = only at epoch ends). Recommended: 500"
+        500,
+        "also checkpoint every K steps (0 = only at epoch ends). Recommended: 500",
+        _at_least(0),
     )
-    keep_checkpoints: int = _opt(3, "checkpoints kept in --out. Recommended: 3")
+    keep_checkpoints: int = _opt(3, "checkpoints kept in --out. Recommended: 3", _at_least(1))
     log_every: int = _opt(
-        10, "steps between logged losses (each is a host sync). Recommended: 10-50"
+        10,
+        "steps between logged losses (each is a host sync). Recommended: 10-50",
+        _at_least(1),
     )
-    max_steps: int = _opt(0, "stop after this many steps in total (0 = no limit)")
-    knn_k: int = _opt(200, "kNN monitor neighbours (min with the labelled set). Recommended: 200")
-    knn_temperature: float = _opt(0.1, "kNN vote temperature (InstDisc). Recommended: 0.1")
+    max_steps: int = _opt(0, "stop after this many steps in total (0 = no limit)", _at_least(0))
+    knn_k: int = _opt(
+        200, "kNN monitor neighbours (min with the labelled set). Recommended: 200", _at_least(1)
+    )
+    knn_temperature: float = _opt(
+        0.1, "kNN vote temperature (InstDisc). Recommended: 0.1", POSITIVE
+    )
     knn_max_images: int = _opt(
-        10000, "images per kNN split at most (an evenly spaced subset). Recommended: 10000"
+        10000,
+        "images per kNN split at most (an evenly spaced subset). Recommended: 10000",
+        _at_least(1),
     )
-    knn_every: int = _opt(1, "epochs between kNN evaluations (0 = off). Recommended: 1")
+    knn_every: int = _opt(
+        1, "epochs between kNN evaluations (0 = off). Recommended: 1", _at_least(0)
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, checked_value(f.name, getattr(self, f.name), f"{f.name}="))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - FIELDS.keys())
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"unknown config keys {unknown}: the known keys are the flags of `fastclr train` "
                 "with dashes written as underscores"
             )
         return cls(**values)
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (.yaml/.yml) or JSON config file into a dict of TrainConfig fields."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        values = yaml.safe_load(text) or {}
-    else:
-        values = json.loads(text)
-    if not isinstance(values, dict):
-        raise ValueError(f"--config {path}: expected a mapping of settings, got {type(values)}")
-    return {key.replace("-", "_"): value for key, value in values.items()}
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-# Fields whose flags the launcher's parser defines (fastclr.distributed.launch.add_launch_arguments).
-LAUNCHER_FLAGS = ("gpus", "nproc")
-
-
-def _flag_type(annotation: str):
-    if "bool" in annotation:
-        return None
-    if "int" in annotation:
-        return int
-    if "float" in annotation:
-        return float
+def _kind(name: str) -> type:
+    annotation = str(FIELDS[name].type)
+    for kind in (bool, int, float):
+        if kind.__name__ in annotation:
+            return kind
     return str
 
 
+def checked_value(name: str, value: Any, origin: str) -> Any:
+    """`value` for field `name` if its type, range and choices are right (an int for a float field
+    becomes a float); else UsageError. origin: how the user wrote it, e.g. "--epochs " or
+    "epochs: in run.yaml, "."""
+    f = FIELDS[name]
+    optional = "None" in str(f.type)
+    if value is None and optional:
+        return value
+    kind, check, choices = _kind(name), f.metadata["check"], f.metadata.get("choices")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    expected = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        hint = " (quoted in the file? write it without quotes)" if isinstance(value, str) else ""
+        raise UsageError(
+            f"{origin}{value!r}: must be {expected[kind]}{hint}, not {type(value).__name__}"
+            + (" or unset" if optional else "")
+        )
+    if kind is str and not value:
+        raise UsageError(f"{origin}{value!r}: must not be empty")
+    if choices is not None and value not in choices:
+        raise UsageError(f"{origin}{value!r}: choose one of {', '.join(choices)}")
+    if check is not None and not check[0](value):
+        raise UsageError(f"{origin}{value!r}: must be {check[1]}")
+    return value
+
+
+def _yaml_loader():
+    """yaml.SafeLoader that also reads YAML 1.2 floats such as 1e-3 (YAML 1.1 wants 1.0e-3 and
+    would read `lr: 1e-3` as the text '1e-3')."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return Loader
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or JSON config file into a dict of TrainConfig fields (dashes in
+    keys become underscores). Every problem is a UsageError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file; check the path") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--config {path}: cannot read it ({error})") from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            values = yaml.load(text, Loader=_yaml_loader()) or {}  # noqa: S506 (safe loader)
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise UsageError(
+                f"--config {path}: not valid YAML{at} ({problem}); fix the file"
+            ) from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UsageError(
+                f"--config {path}: not valid JSON at line {error.lineno}, column {error.colno} "
+                f"({error.msg}); fix the file, or name it .yaml for YAML"
+            ) from None
+    if not isinstance(values, dict):
+        raise UsageError(
+            f"--config {path}: expected a mapping of settings (key: value lines), "
+            f"got {type(values).__name__}"
+        )
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field except LAUNCHER_FLAGS, plus --config. Unset flags stay off
-    the namespace (argparse.SUPPRESS) so that a config file's values are not overwritten."""
+    """One flag per TrainConfig field, plus --config. Unset flags stay off the namespace
+    (argparse.SUPPRESS) so that a config file's values are not overwritten."""
     parser.add_argument(
         "--config",
         default=argparse.SUPPRESS,
         help="YAML or JSON file of settings; flags override it",
     )
     for f in dataclasses.fields(TrainConfig):
-        if f.name in LAUNCHER_FLAGS:
-            continue
-        meta = dict(f.metadata)
-        help_text = meta.pop("help")
+        meta = {k: v for k, v in f.metadata.items() if k not in ("help", "check")}
+        help_text = f.metadata["help"]
         if f.default is not None:
             help_text += f" (default: {f.default})"
         flag = "--" + f.name.replace("_", "-")
-        kind = _flag_type(str(f.type))
-        if kind is None:
+        kind = _kind(f.name)
+        if kind is bool:
             parser.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                 help=help_text,
-            )
+            )  # fmt: skip
         else:
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text, **meta)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the --config file, then the flags given on the command line."""
+    """Defaults, then the --config file, then the flags given on the command line; every value
+    checked where it came from."""
     values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        values.update(load_config_file(args.config))
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    # None: a launcher flag left unset (the launcher's parser defaults them to None).
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    config_file = getattr(args, "config", None)
+    if config_file:
+        for name, value in load_config_file(config_file).items():
+            if name not in FIELDS:
+                TrainConfig.from_dict({name: value})  # raises: names the unknown key
+            values[name] = checked_value(name, value, f"{name}: in {config_file}, ")
+    for name, value in vars(args).items():
+        if name in FIELDS:
+            values[name] = checked_value(name, value, f"--{name.replace('_', '-')} ")
     return TrainConfig.from_dict(values)
+
+
+def resolve_config(
+    cfg: TrainConfig, restart_count: int | None = None
+) -> tuple[TrainConfig, list[str]]:
+    """Fill the data-, optimizer- and launch-dependent settings so the saved config says what ran.
+
+    Returns (resolved config, notes): each note says how a default was derived from the data, for
+    the run to print. Idempotent: resolving a resolved config changes nothing and notes nothing.
+    restart_count: how often the worker group was restarted (default: TORCHELASTIC_RESTART_COUNT).
+    A restarted group continues from the newest checkpoint in --out whatever --resume said (none,
+    or the PATH the first attempt started from); with no checkpoint there yet it keeps --resume.
+    """
+    from fastclr.checkpoint import list_checkpoints
+    from fastclr.data.sources import default_image_size_choice
+    from fastclr.model import resolve_stem
+    from fastclr.optim import OPTIMIZER_DEFAULTS
+
+    check_device(cfg.device)
+    check_data(cfg.data)
+    values, notes = cfg.to_dict(), []
+    base_lr, weight_decay = OPTIMIZER_DEFAULTS[cfg.optimizer]
+    if cfg.data == "digits":
+        values["crop_scale"] = cfg.crop_scale or DIGITS_PRESET["crop_scale"]
+        values["image_size"] = cfg.image_size or DIGITS_PRESET["image_size"]
+        base_lr = DIGITS_PRESET["lars_lr"] if cfg.optimizer == "lars" else base_lr
+    if values["image_size"] is None:
+        values["image_size"], note = default_image_size_choice(cfg.data)
+        if note:
+            notes.append(f"{note}; pass --image-size to choose another")
+    values["stem"] = resolve_stem(cfg.stem, values["image_size"])
+    values["lr"] = base_lr if cfg.lr is None else cfg.lr
+    values["weight_decay"] = weight_decay if cfg.weight_decay is None else cfg.weight_decay
+    if restart_count is None:
+        restart_count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restart_count > 0 and cfg.resume != "auto" and list_checkpoints(cfg.out):
+        values["resume"] = "auto"
+        notes.append(
+            f"restart {restart_count} of the worker group: resuming from the newest checkpoint "
+            f"in {cfg.out} (--resume was {cfg.resume})"
+        )
+    return TrainConfig(**values), notes
+
+
+def check_data(data: str) -> None:
+    """UsageError if --data is neither a built-in dataset nor an existing folder."""
+    builtin = data in ("digits", "skimage", "synthetic") or data.startswith(
+        ("synthetic:", "cifar10:")
+    )
+    if not builtin and not Path(data).expanduser().is_dir():
+        raise UsageError(
+            f"--data {data}: no such folder; pass an image folder (PATH/train/<class>/*.jpg or "
+            "PATH/<class>/*.jpg) or digits | synthetic[:N] | skimage | cifar10:PATH"
+        )
+
+
+def check_device(device: str) -> None:
+    """UsageError if --device names a GPU this machine does not have."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if count == 0:
+        raise UsageError(
+            f"--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is "
+            "False); use --device cpu, or --device auto to take a GPU when there is one"
+        )
+    if index >= count:
+        raise UsageError(f"--device {device}: this machine has {count} GPU(s), cuda:0..{count - 1}")

@@ -1,0 +1,114 @@
+"""Settings: defaults < --config file < flags, each value checked where it came from, and the
+defaults that depend on the data, the optimizer and a restart, resolved in one place."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastclr.cli.main import build_parser
+from fastclr.data.sources import default_image_size_choice
+from fastclr.errors import UsageError
+from fastclr import checkpoint
+from fastclr.train.config import TrainConfig, config_from_args, resolve_config
+
+
+def from_command_line(*argv: str) -> TrainConfig:
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_file_settings_survive_unset_flags_and_flags_override_them(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("nproc: 2\ngpus: 0\nepochs: 7\nlr: 1e-3\nbatch-size: 32\n")
+    cfg = from_command_line("--config", str(path))
+    assert (cfg.nproc, cfg.epochs, cfg.batch_size) == (2, 7, 32)
+    assert cfg.lr == 0.001 and isinstance(cfg.lr, float)  # YAML 1.1 alone reads '1e-3' as text
+    cfg = from_command_line("--config", str(path), "--nproc", "0", "--epochs", "3")
+    assert (cfg.nproc, cfg.epochs, cfg.batch_size) == (0, 3, 32)
+    assert from_command_line().nproc == 0  # the dataclass default
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("epochs: one", "epochs: in"),
+        ('batch_size: "32"', "batch_size: in"),
+        ("epochs: 1.5", "epochs: in"),
+        ('channels_last: "no"', "channels_last: in"),
+        ("compile: 1", "compile: in"),
+        ("batch_size: 1", "batch_size: in"),
+        ("temperature: .nan", "temperature: in"),
+        ("optimizer: adam", "optimizer: in"),
+        ("epoch: 3", "unknown config keys ['epoch']"),
+        ("epochs: [1", "not valid YAML at line"),
+        ("- 1\n- 2", "expected a mapping"),
+    ],
+)
+def test_bad_file_values_name_the_key_and_the_file(tmp_path, text, named):
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(UsageError, match="run.yaml|unknown config keys") as error:
+        from_command_line("--config", str(path))
+    assert named in str(error.value)
+
+
+def test_missing_and_malformed_json_config(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        from_command_line("--config", str(tmp_path / "absent.yaml"))
+    (tmp_path / "run.json").write_text('{"epochs": 3,}')
+    with pytest.raises(UsageError, match="not valid JSON at line 1"):
+        from_command_line("--config", str(tmp_path / "run.json"))
+
+
+def test_python_api_checks_values_too():
+    with pytest.raises(UsageError, match="epochs=0: must be >= 1"):
+        TrainConfig(epochs=0)
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
+
+
+def test_resolve_fills_data_and_optimizer_defaults_once():
+    cfg, notes = resolve_config(TrainConfig(data="synthetic:24", optimizer="sgd"), restart_count=0)
+    assert (cfg.image_size, cfg.stem, cfg.lr, cfg.weight_decay) == (32, "cifar", 0.06, 5e-4)
+    assert notes == []
+    digits, _ = resolve_config(TrainConfig(), restart_count=0)
+    assert (digits.image_size, digits.crop_scale, digits.lr) == (8, 0.25, 4.0)
+    assert resolve_config(digits, restart_count=0) == (digits, [])  # idempotent
+
+
+def test_restarted_group_resumes_from_newest_checkpoint_in_out(tmp_path):
+    given = TrainConfig(data="synthetic:24", out=str(tmp_path), resume=str(tmp_path / "old.pt"))
+    # No checkpoint in --out yet: the restarted group starts where the first attempt started.
+    assert resolve_config(given, restart_count=1)[0].resume == given.resume
+    checkpoint.save_checkpoint({"step": 4}, tmp_path, 4)
+    assert resolve_config(given, restart_count=0)[0].resume == given.resume
+    cfg, notes = resolve_config(given, restart_count=1)
+    assert cfg.resume == "auto" and "newest checkpoint" in notes[0]
+    none = TrainConfig(data="synthetic:24", out=str(tmp_path), resume="none")
+    assert resolve_config(none, restart_count=2)[0].resume == "auto"
+
+
+def write_images(folder, sides):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng()
+    for i, (w, h) in enumerate(sides):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_folder_image_size_comes_from_the_images(tmp_path):
+    write_images(tmp_path / "small" / "a", [(25, 30)] * 3)
+    write_images(tmp_path / "small" / "b", [(25, 25), (40, 20)])
+    size, note = default_image_size_choice(str(tmp_path / "small"))
+    assert size == 32 and "median shorter side (25 px) of 5 sampled images" in note
+    write_images(tmp_path / "mid" / "train" / "x", [(130, 100), (100, 90), (200, 101)])
+    assert default_image_size_choice(str(tmp_path / "mid"))[0] == 128
+    write_images(tmp_path / "big", [(640, 480)])  # flat, unlabelled
+    assert default_image_size_choice(str(tmp_path / "big"))[0] == 224  # capped
+    cfg, notes = resolve_config(TrainConfig(data=str(tmp_path / "small")), restart_count=0)
+    assert cfg.image_size == 32 and "--image-size" in notes[0]
+
+
+def test_loss_backend_choices_are_the_registry():
+    from fastclr.ops.backends import BACKENDS
+    from fastclr.train.config import LOSS_BACKENDS
+
+    assert set(LOSS_BACKENDS) == {"auto", *BACKENDS}
