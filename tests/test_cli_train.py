@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastclr.cli.main import main
 from fastclr import checkpoint
+from fastclr.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -49,6 +49,8 @@ FLAG_CASES = {
     "device-cuda": (["--device", "cuda"], ["--device cuda", "no CUDA GPU", "--device cpu"]),
     "resume-missing": (["--resume", "no/such.pt"], ["--resume no/such.pt", "no such file"]),
     "data-missing": (["--data", "no/such/folder"], ["--data no/such/folder", "no such folder"]),
+    "arch-unknown": (["--arch", "resnet5"], ["--arch 'resnet5'", "did you mean", "resnet50"]),
+    "stem-on-vit": (["--arch", "vit_b_16", "--stem", "cifar"], ["--stem cifar", "ResNet"]),
 }
 
 
@@ -123,3 +125,31 @@ def test_resume_with_nothing_left_to_train_says_so(tmp_path, trained_run, capsys
     assert "nothing to train: the run is at step 1 of 1" in capsys.readouterr().err
     (kept,) = checkpoint.list_checkpoints(out)
     assert checkpoint.load_checkpoint(kept)["step"] == 1
+
+
+def test_run_draws_curves_logs_tensorboard_and_builds_the_v2_head(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--epochs", "1", "--max-steps", "3", "--log-every", "1", "--tensorboard"]
+    assert main(["train", *TINY, *flags, "--proj-layers", "3", "--out", str(out)]) == 0
+    png = (out / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((out / "config.json").read_text())["proj_layers"] == 3
+    state = checkpoint.load_checkpoint(checkpoint.list_checkpoints(out)[0])
+    head_linears = [k for k in state["model"] if k.startswith("head.") and k.endswith(".weight")]
+    assert len([k for k in head_linears if state["model"][k].dim() == 2]) == 3
+
+
+def test_tensorboard_without_the_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from fastclr.errors import UsageError
+    from fastclr.train.config import check_tensorboard
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real(name)
+    )
+    with pytest.raises(UsageError, match="pip install tensorboard"):
+        check_tensorboard(True)
+    check_tensorboard(False)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fastclr import checkpoint
 from fastclr.cli.main import build_parser
 from fastclr.data.sources import default_image_size_choice
 from fastclr.errors import UsageError
-from fastclr import checkpoint
 from fastclr.train.config import TrainConfig, config_from_args, resolve_config
 
 

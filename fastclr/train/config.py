@@ -49,6 +49,16 @@ def _at_least(low: float) -> Check:
 POSITIVE: Check = ((lambda v: v > 0 and math.isfinite(v)), "> 0 and finite")
 
 
+def _known_arch(name: str) -> bool:
+    from fastclr.backbones import check_arch  # torchvision: imported only when checking
+
+    check_arch(name)  # a UsageError listing close matches if unknown
+    return True
+
+
+ARCH_CHECK: Check = (_known_arch, "a torchvision classification model or timm:NAME")
+
+
 @dataclass
 class TrainConfig:
     # data
@@ -82,15 +92,24 @@ class TrainConfig:
     # model
     arch: str = _opt(
         "resnet18",
-        "backbone: resnet18 | resnet50. Recommended: resnet50",
-        choices=("resnet18", "resnet50"),
+        "backbone: any torchvision classification model (resnet50, wide_resnet50_2, "
+        "resnext50_32x4d, convnext_tiny, efficientnet_b0, vit_b_16, ...) or timm:NAME with timm "
+        "installed. Recommended: resnet50",
+        ARCH_CHECK,
     )
     stem: str = _opt(
         "auto",
-        "first layer: auto (cifar for <= 64 px) | cifar | imagenet. Recommended: auto",
+        "first layer of the ResNet family: auto (cifar for <= 64 px) | cifar | imagenet; other "
+        "models keep their own. Recommended: auto",
         choices=("auto", "cifar", "imagenet"),
     )
     proj_dim: int = _opt(128, "projection output width. Recommended: 128", _at_least(1))
+    proj_layers: int = _opt(
+        2,
+        "projection head layers: 2 (SimCLR v1) or 3 (SimCLR v2). Recommended: 2 (v1), 3 when "
+        "fine-tuning from the head's first layer as v2 does",
+        _at_least(1),
+    )
     # optimization
     epochs: int = _opt(
         10, "training epochs. Recommended: 100 (ImageNet), 500-1000 (CIFAR)", _at_least(1)
@@ -194,6 +213,11 @@ class TrainConfig:
     )
     knn_every: int = _opt(
         1, "epochs between kNN evaluations (0 = off). Recommended: 1", _at_least(0)
+    )
+    tensorboard: bool = _opt(
+        False,
+        "also log loss, lr, images/s and kNN as TensorBoard scalars in <out>/tensorboard (needs "
+        "`pip install tensorboard`)",
     )
 
     def __post_init__(self) -> None:
@@ -346,6 +370,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def check_tensorboard(wanted: bool) -> None:
+    """UsageError if --tensorboard is asked for and tensorboard is not installed."""
+    import importlib.util
+
+    if wanted and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or "
+            "'fastclr[tensorboard]'), or leave --tensorboard off (log.jsonl has every figure)"
+        )
+
+
 def resolve_config(
     cfg: TrainConfig, restart_count: int | None = None
 ) -> tuple[TrainConfig, list[str]]:
@@ -364,6 +399,7 @@ def resolve_config(
 
     check_device(cfg.device)
     check_data(cfg.data)
+    check_tensorboard(cfg.tensorboard)
     values, notes = cfg.to_dict(), []
     base_lr, weight_decay = OPTIMIZER_DEFAULTS[cfg.optimizer]
     if cfg.data == "digits":
@@ -374,7 +410,7 @@ def resolve_config(
         values["image_size"], note = default_image_size_choice(cfg.data)
         if note:
             notes.append(f"{note}; pass --image-size to choose another")
-    values["stem"] = resolve_stem(cfg.stem, values["image_size"])
+    values["stem"] = resolve_stem(cfg.stem, values["image_size"], cfg.arch)
     values["lr"] = base_lr if cfg.lr is None else cfg.lr
     values["weight_decay"] = weight_decay if cfg.weight_decay is None else cfg.weight_decay
     if restart_count is None:

@@ -1,4 +1,5 @@
-"""Run logs: JSON lines in <out>/log.jsonl, a one-line progress bar on stderr, TensorBoard if present.
+"""Run logs: JSON lines in <out>/log.jsonl, a one-line progress bar on stderr, TensorBoard scalars
+with --tensorboard.
 
 Every record is one JSON object with a "kind" ("step", "epoch", "knn", "run") and plain numbers, so
 `pandas.read_json(path, lines=True)` or `jq` reads a run. Only rank 0 builds a RunLogger that writes;
@@ -59,21 +60,21 @@ class ProgressBar:
 
 
 class RunLogger:
-    """Appends JSON records to <out>/log.jsonl (and TensorBoard scalars when it is installed)."""
+    """Appends JSON records to <out>/log.jsonl, and with tensorboard=True every numeric value as a
+    TensorBoard scalar `<kind>/<name>` (step/loss, step/lr, step/images_per_s, epoch/knn_top1, ...)
+    in <out>/tensorboard."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True):
+    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = False):
         self.enabled = enabled
         self.path = Path(out_dir) / "log.jsonl"
         self.tensorboard = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        if tensorboard:  # --tensorboard; the config checked that tensorboard imports
             from torch.utils.tensorboard import SummaryWriter
 
             self.tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
-        except ImportError:  # tensorboard is optional
-            self.tensorboard = None
 
     def log(self, kind: str, step: int, **values: Any) -> None:
         if not self.enabled:

@@ -1,5 +1,6 @@
 """`train(cfg)`: resolve the config, start the run (run.py), then epochs (epoch.py), each followed by
 a checkpoint and the kNN monitor (knn_monitor.py); the meter (meter.py) keeps time and draws the bar.
+At the end, <out>/curves.png shows the run's loss, learning rate and kNN (fastclr/plots.py).
 """
 
 from __future__ import annotations
@@ -81,7 +82,23 @@ def train(cfg: TrainConfig, env: DistEnv | None = None) -> dict[str, Any]:
             init = summary["knn_init"]
             init_text = f" (random-init encoder: {init:.2f}%)" if init is not None else ""
             log.print(f"kNN top-1: {summary['knn_final']:.2f}%{init_text}")
+        if env.is_main:
+            summary["curves"] = draw_curves(run)
     return summary
+
+
+def draw_curves(run: Run) -> str | None:
+    """<out>/curves.png: loss, learning rate and kNN of the whole run (as `fastclr plot` draws)."""
+    from fastclr.errors import UsageError
+    from fastclr.plots import plot_training_run
+
+    try:
+        png = plot_training_run(run.logger.path, run.out / "curves.png")
+    except UsageError as error:  # e.g. a resumed run with nothing left to train logged no step
+        run.logger.print(f"note: no curves drawn: {error}")
+        return None
+    run.logger.print(f"curves: {png}")
+    return str(png)
 
 
 def knn_monitor(run: Run) -> KNNMonitor | None:

@@ -36,7 +36,9 @@ from fastclr.train.logging import RunLogger
 from fastclr.train.seeding import seed_everything
 
 # Fields that fix the network's shapes: a checkpoint with different values cannot be resumed.
-SHAPE_FIELDS = ("arch", "stem", "proj_dim", "image_size")
+SHAPE_FIELDS = ("arch", "stem", "proj_dim", "proj_layers", "image_size")
+# What checkpoints written before a shape field existed hold for it (the one fixed value then).
+SHAPE_FIELDS_BEFORE = {"proj_layers": 2}
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
@@ -84,6 +86,7 @@ def check_resumable(cfg: TrainConfig, state: dict[str, Any]) -> None:
     global batch (which changes the steps per epoch, the position inside the epoch and the
     learning-rate schedule, so the checkpoint's step count would mean something else)."""
     saved = state["config"]
+    saved = {**SHAPE_FIELDS_BEFORE, **saved}
     different = [f for f in SHAPE_FIELDS if saved.get(f) != getattr(cfg, f)]
     if different:
         details = ", ".join(f"{f}: {saved.get(f)} -> {getattr(cfg, f)}" for f in different)
@@ -121,7 +124,7 @@ class Run:
         self.device = resolve_device(cfg, env)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.amp_dtype = AUTOCAST_DTYPES[self.precision]
-        self.logger = RunLogger(self.out, enabled=env.is_main)
+        self.logger = RunLogger(self.out, enabled=env.is_main, tensorboard=cfg.tensorboard)
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.resume_rng: dict[str, Any] | None = None
         self.last_checkpoint = "none (no checkpoint written yet)"
@@ -204,7 +207,11 @@ class Run:
         self.stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
         seed_everything(cfg.seed)  # the initial weights: the same seed on every rank
         raw_model = build_model(
-            cfg.arch, image_size=cfg.image_size, stem=cfg.stem, proj_dim=cfg.proj_dim
+            cfg.arch,
+            image_size=cfg.image_size,
+            stem=cfg.stem,
+            proj_dim=cfg.proj_dim,
+            proj_layers=cfg.proj_layers,
         )
         if not cfg.channels_last:
             raw_model = raw_model.to(memory_format=torch.contiguous_format)
