@@ -29,9 +29,11 @@ def check_features(name: str, z: Tensor, dims: tuple[int, ...], shape_text: str)
         )
 
 
-def check_labels(labels: Tensor, num_rows: int, device: torch.device, what: str) -> None:
-    """Raise unless labels is an integer [num_rows] tensor on `device` in which some label occurs
-    at least twice (else no anchor has a positive). Reads the label counts on the host."""
+def check_labels(
+    labels: Tensor, num_rows: int, device: torch.device, what: str, views: int = 1
+) -> None:
+    """Raise unless labels is an integer [num_rows] tensor on `device` and some anchor has a
+    positive: views >= 2 of each sample, or a label that occurs twice (read on the host)."""
     if not isinstance(labels, Tensor):
         raise UsageTypeError(
             f"labels must be a torch.Tensor of {num_rows} integer class ids, got "
@@ -47,7 +49,7 @@ def check_labels(labels: Tensor, num_rows: int, device: torch.device, what: str)
         )
     if labels.device != device:
         raise UsageError(f"labels is on {labels.device} but the features on {device}: move them")
-    if num_rows and int(torch.unique(labels, return_counts=True)[1].max()) < 2:
+    if views < 2 and int(torch.unique(labels, return_counts=True)[1].max()) < 2:
         raise UsageError(
             "no label occurs twice, so no anchor has a positive: give each class at least two "
             "rows (two views of an image, or two images of a class)"

@@ -28,7 +28,7 @@ def sup_con(
         z: [M, D] rows, or [B, V, D] (V views of B samples, the SupCon authors' and PML's shape);
             unnormalized, any float dtype.
         labels: [M] (or [B] for [B, V, D]) integer class ids on z's device; some label must occur
-            twice (checked on the host: a sync point on CUDA).
+            twice unless V >= 2 (checked on the host: a sync point on CUDA).
         temperature: tau > 0 (SupCon: 0.1; 0.07 in the authors' code): a number or one-element
             tensor; one that requires grad gets dL/dtau.
         reduction: "mean" over the anchors that have a positive, "sum", or "none" (per-anchor
@@ -47,7 +47,7 @@ def sup_con(
     """
     check_features("z", z, (2, 3), "[M, D] rows or [B, V, D] views")
     views = z.shape[1] if z.dim() == 3 else 1
-    check_labels(labels, z.shape[0], z.device, "sample" if z.dim() == 3 else "row of z")
+    check_labels(labels, z.shape[0], z.device, "sample" if z.dim() == 3 else "row of z", views)
     tau, tau_tensor = check_temperature(temperature)
     check_reduction(reduction)
     backends.resolve_member("sup_con", backend, z.device, z.dtype)
