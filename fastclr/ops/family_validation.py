@@ -10,8 +10,11 @@ from fastclr.errors import UsageError
 from fastclr.ops.validation import FLOAT_DTYPES, UsageTypeError
 
 
-def check_features(name: str, z: Tensor, dims: tuple[int, ...], shape_text: str) -> None:
-    """Raise unless z is a float tensor with one of `dims` dimensions and no empty axis."""
+def check_features(
+    name: str, z: Tensor, dims: tuple[int, ...], shape_text: str, allow_no_rows: bool = False
+) -> None:
+    """Raise unless z is a float tensor with one of `dims` dimensions and no empty axis (but the
+    first when allow_no_rows: an empty queue)."""
     if not isinstance(z, Tensor):
         raise UsageTypeError(
             f"{name} must be a torch.Tensor of shape {shape_text}, got {type(z).__name__}"
@@ -23,7 +26,7 @@ def check_features(name: str, z: Tensor, dims: tuple[int, ...], shape_text: str)
         )
     if z.dim() not in dims:
         raise UsageError(f"{name} must be {shape_text}, got shape {tuple(z.shape)}")
-    if z.numel() == 0:
+    if z.shape[-1] == 0 or (z.numel() == 0 and not allow_no_rows):
         raise UsageError(
             f"{name} is empty (shape {tuple(z.shape)}): pass at least one row and column"
         )
@@ -58,7 +61,9 @@ def check_labels(
 
 def check_negatives(negatives: Tensor, rows: Tensor) -> None:
     """Raise unless negatives is a [K, D] constant tensor matching rows' D, dtype and device."""
-    check_features("negatives", negatives, (2,), "[K, D] (a queue of K negatives)")
+    check_features(
+        "negatives", negatives, (2,), "[K, D] (a queue of K negatives)", allow_no_rows=True
+    )
     if negatives.shape[1] != rows.shape[-1]:
         raise UsageError(
             f"negatives has D = {negatives.shape[1]} features but z1/z2 have {rows.shape[-1]}: "
