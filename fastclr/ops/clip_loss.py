@@ -5,6 +5,7 @@ from torch import Tensor
 
 from fastclr.errors import UsageError
 from fastclr.ops import backends
+from fastclr.ops.clip_global import clip_loss_global
 from fastclr.ops.family_function import TwoTowerRows
 from fastclr.ops.family_validation import check_features, check_logit_scale
 from fastclr.ops.global_negatives import distributed_world_size
@@ -50,11 +51,13 @@ def clip_loss(
             cross-entropies, row 1 the text->image ones ("mean" is their mean).
         backend: "auto" or "chunked" (the spec, any device); the fused backends have no CLIP
             kernels yet and are refused by name.
-        gather_distributed: not yet supported across ranks (a UsageError when a process group
-            with more than one rank is active; the single-process loss otherwise).
+        gather_distributed: every rank's pairs are negatives of every row (torch.distributed),
+            exact gradients (fastclr/ops/clip_global.py): "mean"/"sum" return the global value,
+            "none" the local [2, n] rows; without a process group or with one rank, the
+            single-process loss.
 
     Returns:
-        fp32 (fp64 for fp64 inputs) scalar, or [2, N].
+        fp32 (fp64 for fp64 inputs) scalar, or [2, N] ([2, n] local rows across ranks).
 
     Memory: the two [N, D] towers in the accumulation dtype plus O(block·N) tiles; never N x N.
     Differentiable once.
@@ -64,9 +67,8 @@ def clip_loss(
     check_reduction(reduction)
     backends.resolve_member("clip_loss", backend, image_features.device, image_features.dtype)
     if gather_distributed and distributed_world_size() > 1:
-        raise UsageError(
-            "clip_loss(gather_distributed=True) is not implemented across ranks yet: call it "
-            "with gather_distributed=False (local negatives) for now"
+        return clip_loss_global(
+            image_features, text_features, scale, reduction, scale_tensor=scale_tensor
         )
     labels = torch.arange(image_features.shape[0], device=image_features.device)
     lse_a, pos_a, lse_b, pos_b = TwoTowerRows.apply(
