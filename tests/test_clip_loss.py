@@ -13,7 +13,7 @@ from tests.loss_cases import clip_oracle
 
 @pytest.mark.parametrize("n,d", [(1, 3), (3, 3), (29, 7)])
 @pytest.mark.parametrize("scale", [1.0, 14.3, 100.0])
-@pytest.mark.parametrize("budget", [None, 5 * 4 * 29 * 4])
+@pytest.mark.parametrize("budget", [None, 8 * 4 * 29 * 4])
 def test_matches_the_formula_in_float64(n, d, scale, budget, monkeypatch):
     if budget is not None:
         monkeypatch.setattr(family, "BLOCK_BUDGET_BYTES", budget)

@@ -12,7 +12,7 @@ from tests.loss_cases import dclw_weights, nt_xent_queue_oracle
 @pytest.mark.parametrize("n,d", [(2, 3), (13, 5)])
 @pytest.mark.parametrize("tau", [0.1, 0.5])
 @pytest.mark.parametrize("sigma", [None, 0.5])
-@pytest.mark.parametrize("budget", [None, 5 * 4 * 26 * 3])
+@pytest.mark.parametrize("budget", [None, 8 * 4 * 26 * 3])
 def test_matches_the_paper_in_float64(n, d, tau, sigma, budget, monkeypatch):
     if budget is not None:
         monkeypatch.setattr(family, "BLOCK_BUDGET_BYTES", budget)

@@ -10,7 +10,7 @@ from tests.loss_cases import sup_con_oracle
 
 # Row-block budgets: the default (one block), and ones that make blocks of 1 and of a size that
 # does not divide the rows.
-BUDGETS = [None, 1, 5 * 4 * 40 * 3]
+BUDGETS = [None, 1, 8 * 4 * 40 * 3]
 
 
 @pytest.fixture(params=BUDGETS, ids=["one-block", "block-1", "block-3"])

@@ -53,8 +53,10 @@ class AnchorStats:
 
 
 def family_rows_per_block(num_cols: int) -> int:
-    """Rows of a [rows, num_cols] fp32 tile that fit five times in BLOCK_BUDGET_BYTES (at least 1)."""
-    return max(1, BLOCK_BUDGET_BYTES // (5 * 4 * max(num_cols, 1)))
+    """Rows of a [rows, num_cols] fp32 tile that fit eight times in BLOCK_BUDGET_BYTES (at least 1):
+    the backward holds up to about eight [block, C + K] fp32 tiles and masks at once (measured by
+    tests/test_sup_con_memory.py)."""
+    return max(1, BLOCK_BUDGET_BYTES // (8 * 4 * max(num_cols, 1)))
 
 
 def _tile_masks(
