@@ -74,3 +74,9 @@ def test_nothing_quadratic_is_saved_for_backward():
         loss = nt_xent(z1, z2, negatives=queue)
     loss.backward()
     assert saved and max(saved) < 192 * (192 + 512) // 4, saved
+
+
+def test_queue_on_another_device():
+    z = torch.randn(3, 4)
+    with pytest.raises(UsageError, match=r"negatives is on meta.*negatives.to\(z1.device\)"):
+        nt_xent(z, z, negatives=torch.empty(8, 4, device="meta"))

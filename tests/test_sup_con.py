@@ -148,3 +148,8 @@ def test_nothing_quadratic_is_saved_for_backward():
         loss = sup_con(z, torch.randint(0, 10, (m,)))
     loss.backward()
     assert saved and max(saved) < m * m // 4, saved
+
+
+def test_labels_on_another_device():
+    with pytest.raises(UsageError, match="labels is on meta"):
+        sup_con(torch.randn(4, 3), torch.zeros(4, dtype=torch.long, device="meta"))
