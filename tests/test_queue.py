@@ -12,7 +12,8 @@ from tests.loss_cases import nt_xent_queue_oracle
 @pytest.mark.parametrize("n,d,k", [(1, 3, 1), (3, 3, 5), (17, 8, 29)])
 @pytest.mark.parametrize("tau", [0.07, 0.5])
 @pytest.mark.parametrize("budget", [None, 1])
-def test_matches_the_formula_in_float64(n, d, k, tau, budget, monkeypatch):
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_matches_the_formula_in_float64(n, d, k, tau, budget, decoupled, monkeypatch):
     if budget is not None:
         monkeypatch.setattr(family, "BLOCK_BUDGET_BYTES", budget)
     z1 = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
@@ -20,8 +21,8 @@ def test_matches_the_formula_in_float64(n, d, k, tau, budget, monkeypatch):
     queue = torch.randn(k, d, dtype=torch.float64)
     tau_t = torch.tensor(tau, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(2 * n, dtype=torch.float64)
-    rows = nt_xent(z1, z2, tau_t, reduction="none", negatives=queue)
-    expected = nt_xent_queue_oracle(z1, z2, queue, tau_t)
+    rows = nt_xent(z1, z2, tau_t, reduction="none", negatives=queue, decoupled=decoupled)
+    expected = nt_xent_queue_oracle(z1, z2, queue, tau_t, decoupled=decoupled)
     torch.testing.assert_close(rows, expected, rtol=1e-10, atol=1e-10)
     got = torch.autograd.grad((rows * upstream).sum(), [z1, z2, tau_t])
     want = torch.autograd.grad((expected * upstream).sum(), [z1, z2, tau_t])
