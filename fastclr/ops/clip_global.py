@@ -76,8 +76,8 @@ class GlobalTwoTowerRows(torch.autograd.Function):
         all_a = AnchorStats(lse_a_all, every[:, 0], every[:, 1], ones)
         all_b = AnchorStats(lse_b_all, every[:, 2], every[:, 3], ones)
         c = ctx.inv_temp
-        grad_a, dot_a = family_backward_rows(a, columns_b, ids, labels, c, rows_a, all_b)
-        grad_b, dot_b = family_backward_rows(b, columns_a, ids, labels, c, rows_b, all_a)
+        grad_a, dot_a, _ = family_backward_rows(a, columns_b, ids, labels, c, rows_a, all_b)
+        grad_b, dot_b, _ = family_backward_rows(b, columns_a, ids, labels, c, rows_b, all_a)
         grad_scale = None
         if ctx.needs_input_grad[2]:
             grad_scale = ((dot_a + dot_b) / c).to(scale.device, scale.dtype)

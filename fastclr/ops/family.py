@@ -84,7 +84,8 @@ def family_forward_rows(
     queue: Tensor | None = None,
     decoupled: bool = False,
     block: int | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+    column_stats: bool = False,
+) -> tuple[Tensor, ...]:
     """Per-row lse, mean positive logit and positive count (module docstring).
 
     Args:
@@ -95,10 +96,16 @@ def family_forward_rows(
         row_ids: [M] int64, zr[i] == zc[row_ids[i]] (self masked); None for two towers.
         decoupled: leave the positives out of the denominator (DCL).
         block: rows per block; from BLOCK_BUDGET_BYTES when None.
+        column_stats: two towers only (no row_ids, no queue): also the columns' own stats as
+            anchors against the rows, from the same tiles (column log-sum-exp merged over row
+            blocks with logaddexp), so one pass serves both towers.
 
     Returns:
-        lse [M], pos [M] in the accumulation dtype, count [M] int64.
+        lse [M], pos [M] in the accumulation dtype, count [M] int64; with column_stats also the
+        columns' lse [C], pos [C], count [C].
     """
+    if column_stats and (row_ids is not None or queue is not None):
+        raise ValueError("column_stats is for two towers: no row_ids, no queue")
     acc = accumulate_dtype(zc.dtype)
     cols = zc.to(acc) if queue is None else torch.cat([zc, queue]).to(acc)
     num_queue = 0 if queue is None else queue.shape[0]
@@ -107,19 +114,29 @@ def family_forward_rows(
     lse = torch.empty(num_rows, dtype=acc, device=zr.device)
     pos = torch.empty(num_rows, dtype=acc, device=zr.device)
     count = torch.empty(num_rows, dtype=torch.int64, device=zr.device)
+    col_lse = torch.full((zc.shape[0],), float("-inf"), dtype=acc, device=zr.device)
+    col_pos_sum = torch.zeros(zc.shape[0], dtype=acc, device=zr.device)
+    col_count = torch.zeros(zc.shape[0], dtype=torch.int64, device=zr.device)
     for start in range(0, num_rows, block):
         stop = min(start + block, num_rows)
         ids = None if row_ids is None else row_ids[start:stop]
         positive, self_index = _tile_masks(row_labels[start:stop], col_labels, ids, num_queue)
         logits = (zr[start:stop].to(acc) @ cols.T).mul_(inv_temp)  # [B, C + K]
         count[start:stop] = positive.sum(1)
-        pos_sum = torch.where(positive, logits, 0.0).sum(1)
-        pos[start:stop] = pos_sum / count[start:stop].clamp(min=1)
+        positive_logits = torch.where(positive, logits, 0.0)
+        pos[start:stop] = positive_logits.sum(1) / count[start:stop].clamp(min=1)
+        if column_stats:
+            col_count += positive.sum(0)
+            col_pos_sum += positive_logits.sum(0)
         if self_index is not None:
             logits.scatter_(1, self_index, float("-inf"))
         if decoupled:
             logits.masked_fill_(positive, float("-inf"))
         lse[start:stop] = torch.logsumexp(logits, dim=1)
+        if column_stats:
+            col_lse = torch.logaddexp(col_lse, torch.logsumexp(logits, dim=0))
+    if column_stats:
+        return lse, pos, count, col_lse, col_pos_sum / col_count.clamp(min=1), col_count
     return lse, pos, count
 
 
@@ -136,24 +153,35 @@ def family_backward_rows(
     queue: Tensor | None = None,
     decoupled: bool = False,
     block: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Gradient of L with respect to the anchors zr, and sum_{i,k} G_ik s_ik (row roles).
+    column_grad: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Gradient of L with respect to the anchors zr, sum_{i,k} G_ik s_ik, and (two towers) the
+    columns' gradient.
 
     Args:
         zr, zc, row_labels, col_labels, inv_temp, row_ids, queue, decoupled, block: as in
             family_forward_rows.
         rows: the anchors' stats [M]. columns: the columns' stats [C] when the columns are anchors
             too (their column role adds to zr's gradient), None when they are not.
+        column_grad: two towers only (columns given, no row_ids, no queue): also return dL/dzc
+            from the same tiles, c sum_i (G^rows_ik + G^cols_ik) zr_i accumulated over row blocks,
+            so one pass serves both towers; the scalar then covers both roles.
 
     Returns:
-        grad [M, D] and the scalar sum_{i,k} G_ik s_ik, both in the accumulation dtype.
+        grad [M, D], the scalar sum_{i,k} G_ik s_ik over the row roles (and the column roles with
+        column_grad), and dL/dzc [C, D] or None; all in the accumulation dtype.
     """
+    if column_grad and (columns is None or row_ids is not None or queue is not None):
+        raise ValueError("column_grad is for two towers: columns' stats, no row_ids, no queue")
     acc = accumulate_dtype(zc.dtype)
     cols = zc.to(acc) if queue is None else torch.cat([zc, queue]).to(acc)
     num_cols, num_queue = zc.shape[0], 0 if queue is None else queue.shape[0]
     num_rows = zr.shape[0]
     block = block or family_rows_per_block(cols.shape[0])
     grad = torch.empty(num_rows, zc.shape[1], dtype=acc, device=zr.device)
+    col_grad = (
+        torch.zeros(num_cols, zc.shape[1], dtype=acc, device=zr.device) if column_grad else None
+    )
     scale_dot = torch.zeros((), dtype=acc, device=zr.device)
     row_pos_coef = rows.grad_pos / rows.count.clamp(min=1)
     if columns is not None:
@@ -178,5 +206,8 @@ def family_backward_rows(
             col_weights.masked_fill_(excluded[:, :num_cols], 0.0)
             col_weights += positive[:, :num_cols] * col_pos_coef[None, :]
             weights[:, :num_cols] += col_weights
+            if column_grad:
+                scale_dot += (col_weights * col_logits).sum()
+                col_grad += (weights.T @ zr[start:stop].to(acc)).mul_(inv_temp)
         grad[start:stop] = (weights @ cols).mul_(inv_temp)
-    return grad, scale_dot
+    return grad, scale_dot, col_grad

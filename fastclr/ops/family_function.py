@@ -62,7 +62,7 @@ class AnchorRows(torch.autograd.Function):
         z_hat, labels, queue, scale, lse, count = ctx.saved_tensors
         stats = AnchorStats(lse, grad_lse.to(lse.dtype), grad_pos.to(lse.dtype), count)
         row_ids = torch.arange(z_hat.shape[0], device=z_hat.device)
-        grad, scale_dot = family_backward_rows(
+        grad, scale_dot, _ = family_backward_rows(
             z_hat,
             z_hat,
             labels,
@@ -88,8 +88,10 @@ class TwoTowerRows(torch.autograd.Function):
     def forward(
         ctx, a: Tensor, b: Tensor, labels: Tensor, scale: Tensor | None, inv_temp: float
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        lse_a, pos_a, count_a = family_forward_rows(a, b, labels, labels, inv_temp)
-        lse_b, pos_b, count_b = family_forward_rows(b, a, labels, labels, inv_temp)
+        # One pass over the tiles of a·bᵀ gives both towers' stats (the columns' from the same tiles).
+        lse_a, pos_a, count_a, lse_b, pos_b, count_b = family_forward_rows(
+            a, b, labels, labels, inv_temp, column_stats=True
+        )
         ctx.save_for_backward(a, b, labels, scale, lse_a, count_a, lse_b, count_b)
         ctx.inv_temp = inv_temp
         return lse_a, pos_a, lse_b, pos_b
@@ -102,11 +104,12 @@ class TwoTowerRows(torch.autograd.Function):
         stats_a = AnchorStats(lse_a, g_lse_a.to(acc), g_pos_a.to(acc), count_a)
         stats_b = AnchorStats(lse_b, g_lse_b.to(acc), g_pos_b.to(acc), count_b)
         c = ctx.inv_temp
-        grad_a, dot_a = family_backward_rows(a, b, labels, labels, c, stats_a, stats_b)
-        grad_b, dot_b = family_backward_rows(b, a, labels, labels, c, stats_b, stats_a)
+        grad_a, scale_dot, grad_b = family_backward_rows(
+            a, b, labels, labels, c, stats_a, stats_b, column_grad=True
+        )
         grad_scale = None
         if ctx.needs_input_grad[3]:
-            grad_scale = _scale_grad(scale, dot_a + dot_b, c)
+            grad_scale = _scale_grad(scale, scale_dot, c)
         return grad_a.to(a.dtype), grad_b.to(b.dtype), None, grad_scale, None
 
 
