@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from fastclr.ops import clip_loss, nt_xent, sup_con
 from fastclr.ops.backends import check_name
 from fastclr.ops.family_validation import check_dcl_sigma
+from fastclr.ops.global_negatives import distributed_world_size
 from fastclr.ops.validation import check_reduction, check_temperature
 
 
@@ -21,6 +22,11 @@ def hold_temperature(module: nn.Module, temperature: float | Tensor) -> None:
         module.register_buffer("temperature", temperature)
     else:
         module.temperature = value
+
+
+def distributed_rank() -> int:
+    """This process's rank when torch.distributed runs more than one, else 0."""
+    return torch.distributed.get_rank() if distributed_world_size() > 1 else 0
 
 
 def temperature_repr(tau: float | Tensor) -> str:
@@ -133,19 +139,32 @@ class SupConLoss(nn.Module):
     """
 
     def __init__(
-        self, temperature: float | Tensor = 0.1, *, reduction: str = "mean", backend: str = "auto"
+        self,
+        temperature: float | Tensor = 0.1,
+        *,
+        reduction: str = "mean",
+        backend: str = "auto",
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         hold_temperature(self, temperature)
         check_reduction(reduction)
         check_name(backend)
         self.reduction, self.backend = reduction, backend
+        self.gather_distributed = gather_distributed
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None and isinstance(features, Tensor):
-            labels = torch.arange(features.shape[0], device=features.device)
+            # Sample ids, unique across ranks when the rows are gathered.
+            offset = features.shape[0] * distributed_rank() if self.gather_distributed else 0
+            labels = torch.arange(features.shape[0], device=features.device) + offset
         return sup_con(
-            features, labels, self.temperature, reduction=self.reduction, backend=self.backend
+            features,
+            labels,
+            self.temperature,
+            reduction=self.reduction,
+            backend=self.backend,
+            gather_distributed=self.gather_distributed,
         )
 
     def extra_repr(self) -> str:

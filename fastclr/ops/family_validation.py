@@ -33,10 +33,16 @@ def check_features(
 
 
 def check_labels(
-    labels: Tensor, num_rows: int, device: torch.device, what: str, views: int = 1
+    labels: Tensor,
+    num_rows: int,
+    device: torch.device,
+    what: str,
+    views: int = 1,
+    require_positive: bool = True,
 ) -> None:
-    """Raise unless labels is an integer [num_rows] tensor on `device` and some anchor has a
-    positive: views >= 2 of each sample, or a label that occurs twice (read on the host)."""
+    """Raise unless labels is an integer [num_rows] tensor on `device` and (require_positive) some
+    anchor has a positive: views >= 2 of each sample, or a label that occurs twice (read on the
+    host)."""
     if not isinstance(labels, Tensor):
         raise UsageTypeError(
             f"labels must be a torch.Tensor of {num_rows} integer class ids, got "
@@ -52,7 +58,11 @@ def check_labels(
         )
     if labels.device != device:
         raise UsageError(f"labels is on {labels.device} but the features on {device}: move them")
-    if views < 2 and int(torch.unique(labels, return_counts=True)[1].max()) < 2:
+    if (
+        require_positive
+        and views < 2
+        and int(torch.unique(labels, return_counts=True)[1].max()) < 2
+    ):
         raise UsageError(
             "no label occurs twice, so no anchor has a positive: give each class at least two "
             "rows (two views of an image, or two images of a class)"

@@ -1,11 +1,15 @@
 """fastclr.ops.sup_con: the supervised contrastive loss (and multi-view SimCLR) in O(M·D) memory."""
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
+from fastclr.errors import UsageError
 from fastclr.ops import backends
 from fastclr.ops.family_function import AnchorRows, normalize_rows
 from fastclr.ops.family_validation import check_features, check_labels
+from fastclr.ops.global_negatives import check_same_rows, distributed_world_size
+from fastclr.ops.sup_con_global import GlobalAnchorRows
 from fastclr.ops.validation import check_reduction, check_temperature
 
 
@@ -16,6 +20,7 @@ def sup_con(
     *,
     reduction: str = "mean",
     backend: str = "auto",
+    gather_distributed: bool = False,
 ) -> Tensor:
     """Supervised contrastive loss L_out of Khosla et al. (2020), eq. 2, over cosine similarities.
 
@@ -35,6 +40,11 @@ def sup_con(
             losses shaped like z's leading dims, [M] or [B, V]).
         backend: "auto" or "chunked" (the spec, any device); the fused backends have no SupCon
             kernels yet and are refused by name.
+        gather_distributed: every rank's rows are negatives and positives of every anchor
+            (torch.distributed), exact gradients (fastclr/ops/sup_con_global.py): "mean"/"sum" are
+            the global values, "none" the local rows. Labels are compared across ranks: class ids,
+            or globally unique sample ids (rank·B + arange(B)) for multi-view SimCLR. Without a
+            process group or with one rank, the single-process loss.
 
     Anchors without a positive (a label that occurs once) have loss 0, no gradient, and do not
     count in the mean: the convention of PML's SupConLoss. Their number is
@@ -47,7 +57,10 @@ def sup_con(
     """
     check_features("z", z, (2, 3), "[M, D] rows or [B, V, D] views")
     views = z.shape[1] if z.dim() == 3 else 1
-    check_labels(labels, z.shape[0], z.device, "sample" if z.dim() == 3 else "row of z", views)
+    gather = gather_distributed and distributed_world_size() > 1
+    what = "sample" if z.dim() == 3 else "row of z"
+    # Across ranks a positive may live on another rank: checked globally after the forward.
+    check_labels(labels, z.shape[0], z.device, what, views, require_positive=not gather)
     tau, tau_tensor = check_temperature(temperature)
     check_reduction(reduction)
     backends.resolve_member("sup_con", backend, z.device, z.dtype)
@@ -55,13 +68,40 @@ def sup_con(
     rows = z.transpose(0, 1).flatten(0, 1) if z.dim() == 3 else z
     row_labels = labels.repeat(views)
     scale = None if tau_tensor is None else 1.0 / tau_tensor
-    lse, pos, count = AnchorRows.apply(
-        normalize_rows(rows), row_labels, None, scale, 1.0 / tau, False
-    )
+    if gather:
+        check_same_rows(rows.shape[0], rows.shape[1], None)
+        lse, pos, count = GlobalAnchorRows.apply(
+            normalize_rows(rows), row_labels, scale, 1.0 / tau, None
+        )
+    else:
+        lse, pos, count = AnchorRows.apply(
+            normalize_rows(rows), row_labels, None, scale, 1.0 / tau, False
+        )
     has_positive = count > 0
     losses = torch.where(has_positive, lse - pos, 0.0)
+    if gather and reduction != "none":
+        return global_reduction(losses, has_positive, reduction)
     if reduction == "mean":
         return losses.sum() / has_positive.sum()
     if reduction == "sum":
         return losses.sum()
     return losses.unflatten(0, (views, -1)).T if z.dim() == 3 else losses
+
+
+def global_reduction(losses: Tensor, has_positive: Tensor, reduction: str) -> Tensor:
+    """The global mean (over anchors with a positive, on every rank) or sum of the per-anchor
+    losses, with the gradient path of fastclr/ops/global_negatives.py: W x this rank's share.
+    One all_reduce of two numbers, read on the host (the empty-positives check)."""
+    world = dist.get_world_size()
+    totals = torch.stack([losses.detach().sum(), has_positive.sum().to(losses.dtype)])
+    dist.all_reduce(totals)
+    if totals[1].item() == 0:
+        raise UsageError(
+            "no label occurs twice across the ranks, so no anchor has a positive: give each "
+            "class at least two rows (two views of an image, or two images of a class)"
+        )
+    if reduction == "mean":
+        value, share = totals[0] / totals[1], losses.sum() * (world / totals[1])
+    else:
+        value, share = totals[0], losses.sum() * world
+    return (share - share.detach()) + value
