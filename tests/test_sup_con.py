@@ -5,7 +5,7 @@ import torch
 
 import fastclr
 from fastclr.errors import UsageError
-from fastclr.ops import family, nt_xent, sup_con
+from fastclr.ops import backends, family, nt_xent, sup_con
 from tests.loss_cases import sup_con_oracle
 
 # Row-block budgets: the default (one block), and ones that make blocks of 1 and of a size that
@@ -153,3 +153,15 @@ def test_nothing_quadratic_is_saved_for_backward():
 def test_labels_on_another_device():
     with pytest.raises(UsageError, match="labels is on meta"):
         sup_con(torch.randn(4, 3), torch.zeros(4, dtype=torch.long, device="meta"))
+
+
+def test_registry_says_which_backend_has_which_member():
+    report = backends.member_report()
+    assert report["chunked"] == dict.fromkeys(backends.MEMBERS)
+    assert "no sup_con kernels yet" in report["triton"]["sup_con"]
+    assert report["triton"]["nt_xent"] is None
+    # "auto" on CUDA tensors falls back to the spec for a member the kernels lack (no GPU needed:
+    # the fused backends are skipped by their declared members before any availability check).
+    assert (
+        backends.resolve_member("sup_con", "auto", torch.device("cuda"), torch.float16) == "chunked"
+    )

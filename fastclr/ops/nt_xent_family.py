@@ -39,7 +39,7 @@ def nt_xent_family(
     also without p), loss_i = lse_i - w_i s_ip with w_i = 1, or DCLW's weights.
     """
     n = z1.shape[0]
-    if decoupled and n == 1 and negatives is None:
+    if decoupled and n == 1 and (negatives is None or negatives.shape[0] == 0):
         raise UsageError(
             "decoupled=True with N = 1 pair leaves no negative in the denominator: pass at least "
             "two pairs (or a queue of negatives)"
