@@ -2,7 +2,6 @@
 
 from torch import Tensor
 
-from fastclr.errors import UsageError
 from fastclr.ops import backends, primitives
 from fastclr.ops.family_validation import check_dcl_sigma, check_negatives
 from fastclr.ops.function import nt_xent_rows, reduce_rows
@@ -45,8 +44,9 @@ def nt_xent(
             "chunked" run the family spec (fastclr/ops/family.py); the other backends lack those
             kernels and are refused by name.
         gather_distributed: use every rank's rows as negatives (torch.distributed); without a
-            process group, or with a world size of 1, the single-process loss. Not yet with
-            negatives or decoupled.
+            process group, or with a world size of 1, the single-process loss. With negatives,
+            each rank's queue joins its own rows' denominators (pass the same queue on every
+            rank for the single-process loss); DCLW weights are over the local batch (lightly).
         negatives: [K, D] extra rows that serve only as negatives of every row (a MoCo v2 queue,
             lightly's memory bank), same dtype and device, not requiring grad; normalized like
             z1, z2; the in-batch negatives stay. None: plain NT-Xent.
@@ -78,11 +78,6 @@ def nt_xent(
         check_dcl_sigma(dcl_weight_sigma, decoupled)
         if negatives is not None:
             check_negatives(negatives, z1)
-        if gather_distributed and distributed_world_size() > 1:
-            raise UsageError(
-                "gather_distributed=True is not yet supported with negatives or decoupled: gather "
-                "the queue yourself or use plain nt_xent across ranks"
-            )
         return nt_xent_family(
             z1,
             z2,
@@ -93,6 +88,7 @@ def nt_xent(
             negatives=negatives,
             decoupled=decoupled,
             dcl_weight_sigma=dcl_weight_sigma,
+            gather=gather_distributed and distributed_world_size() > 1,
         )
     chosen = backends.BACKENDS[backends.resolve_name(backend, z1.device, z1.dtype)]
     if gather_distributed and distributed_world_size() > 1:

@@ -1,15 +1,13 @@
 """fastclr.ops.sup_con: the supervised contrastive loss (and multi-view SimCLR) in O(M·D) memory."""
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from fastclr.errors import UsageError
 from fastclr.ops import backends
 from fastclr.ops.family_function import AnchorRows, normalize_rows
 from fastclr.ops.family_validation import check_features, check_labels
 from fastclr.ops.global_negatives import check_same_rows, distributed_world_size
-from fastclr.ops.sup_con_global import GlobalAnchorRows
+from fastclr.ops.sup_con_global import GlobalAnchorRows, global_reduction
 from fastclr.ops.validation import check_reduction, check_temperature
 
 
@@ -86,22 +84,3 @@ def sup_con(
     if reduction == "sum":
         return losses.sum()
     return losses.unflatten(0, (views, -1)).T if z.dim() == 3 else losses
-
-
-def global_reduction(losses: Tensor, has_positive: Tensor, reduction: str) -> Tensor:
-    """The global mean (over anchors with a positive, on every rank) or sum of the per-anchor
-    losses, with the gradient path of fastclr/ops/global_negatives.py: W x this rank's share.
-    One all_reduce of two numbers, read on the host (the empty-positives check)."""
-    world = dist.get_world_size()
-    totals = torch.stack([losses.detach().sum(), has_positive.sum().to(losses.dtype)])
-    dist.all_reduce(totals)
-    if totals[1].item() == 0:
-        raise UsageError(
-            "no label occurs twice across the ranks, so no anchor has a positive: give each "
-            "class at least two rows (two views of an image, or two images of a class)"
-        )
-    if reduction == "mean":
-        value, share = totals[0] / totals[1], losses.sum() * (world / totals[1])
-    else:
-        value, share = totals[0], losses.sum() * world
-    return (share - share.detach()) + value
