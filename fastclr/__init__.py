@@ -2,7 +2,17 @@
 
 __version__ = "0.1.0"
 
-from fastclr.loss import NTXentLoss
-from fastclr.ops import nt_xent
+from fastclr.loss import ClipLoss, DCLLoss, DCLWLoss, NTXentLoss, SupConLoss
+from fastclr.ops import clip_loss, nt_xent, sup_con
 
-__all__ = ["NTXentLoss", "__version__", "nt_xent"]
+__all__ = [
+    "ClipLoss",
+    "DCLLoss",
+    "DCLWLoss",
+    "NTXentLoss",
+    "SupConLoss",
+    "__version__",
+    "clip_loss",
+    "nt_xent",
+    "sup_con",
+]

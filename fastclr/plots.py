@@ -94,7 +94,9 @@ def plot_finetune_curves(
         epochs = [r["epoch"] for r in rows]
         for split, style in (("train", "--"), ("val", "-")):
             label = f"{run} {split}"
-            loss_ax.plot(epochs, [r[f"{split}_loss"] for r in rows], style, color=color, label=label)
+            loss_ax.plot(
+                epochs, [r[f"{split}_loss"] for r in rows], style, color=color, label=label
+            )
             acc_ax.plot(epochs, [r[f"{split}_acc"] for r in rows], style, color=color, label=label)
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy")

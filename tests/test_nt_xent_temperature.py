@@ -17,7 +17,6 @@ from fastclr.ops.backends import BACKENDS
 from fastclr.ops.nt_xent import nt_xent
 from fastclr.ops.reference import nt_xent_reference
 from tests.loss_cases import (
-    assert_at_most_twice_torchs_error,
     reference_temperature_grads,
     usable_backends,
 )
@@ -81,15 +80,24 @@ def test_gradcheck_float64_with_temperature(backend, reduction, monkeypatch) -> 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_temperature_gradient_at_most_twice_torchs_error(dtype) -> None:
+    # dL/dtau is one number: one draw compares two single samples of an error, and torch's can be
+    # tiny by luck (about 1 draw in 40 in bf16). The median over draws carries the rule.
     n, d, temperature = 29, 48, 0.2
-    z1, z2 = torch.randn(n, d).to(dtype), torch.randn(n, d).to(dtype)
-    upstream = torch.randn(2 * n)
-    exact = reference_temperature_grads(z1, z2, temperature, upstream)[3]
-    ours = rows_and_grads(z1, z2, temperature, upstream, "chunked")[3]
-    tau = nn.Parameter(torch.tensor(temperature))
-    rows = nt_xent_reference(z1, z2, tau, reduction="none")
-    (torchs,) = torch.autograd.grad((rows * upstream.to(rows.dtype)).sum(), [tau])
-    assert_at_most_twice_torchs_error(ours, torchs, exact, dtype)
+    mine, torchs, exacts = [], [], []
+    for _ in range(9):
+        z1, z2 = torch.randn(n, d).to(dtype), torch.randn(n, d).to(dtype)
+        upstream = torch.randn(2 * n)
+        exact = reference_temperature_grads(z1, z2, temperature, upstream)[3]
+        ours = rows_and_grads(z1, z2, temperature, upstream, "chunked")[3]
+        tau = nn.Parameter(torch.tensor(temperature))
+        rows = nt_xent_reference(z1, z2, tau, reduction="none")
+        (torch_grad,) = torch.autograd.grad((rows * upstream.to(rows.dtype)).sum(), [tau])
+        mine.append((ours.double() - exact).abs())
+        torchs.append((torch_grad.double() - exact).abs())
+        exacts.append(exact.abs())
+    my_err, torch_err = torch.stack(mine).median(), torch.stack(torchs).median()
+    one_rounding = torch.finfo(dtype).eps * torch.stack(exacts).median()
+    assert my_err <= 2 * torch_err + one_rounding + 1e-6, (my_err, torch_err, one_rounding)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -139,7 +139,9 @@ def recompute_bn_statistics(model: nn.Module, x: Tensor, batch_size: int, max_ba
     model.train()
     device = next(model.parameters()).device
     for start in range(0, min(x.shape[0], batch_size * max_batches), batch_size):
-        model(x[start : start + batch_size].to(device).contiguous(memory_format=torch.channels_last))
+        model(
+            x[start : start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        )
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
 

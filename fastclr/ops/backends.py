@@ -18,11 +18,18 @@ from fastclr.errors import UsageError
 Availability = Callable[[torch.device, torch.dtype], "str | None"]
 
 
+# The loss family's members (fastclr/ops/family.py). A backend declares the ones it implements; a
+# member it lacks runs on the chunked spec under backend="auto" and is refused when named.
+MEMBERS = ("nt_xent", "nt_xent_negatives", "dcl", "sup_con", "clip_loss")
+NT_XENT_ONLY = ("nt_xent",)
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
     summary: str
     module: str | None  # primitives module; None for the reference, which is not row-blocked
+    members: tuple[str, ...] = NT_XENT_ONLY
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -43,7 +50,12 @@ BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend("reference", "plain PyTorch, builds the 2N x 2N matrix (the oracle)", None),
-        Backend("chunked", "PyTorch row blocks, O(N*D) memory, any device", "fastclr.ops.chunked"),
+        Backend(
+            "chunked",
+            "PyTorch row blocks, O(N*D) memory, any device",
+            "fastclr.ops.chunked",
+            MEMBERS,
+        ),
         Backend("triton", "fused Triton kernels, O(N*D) memory", "fastclr.ops.triton_backend"),
         Backend("cuda", "fused CUDA C++ kernels, O(N*D) memory", "fastclr.ops.cuda_backend"),
     )
@@ -111,3 +123,34 @@ def resolve_name(name: str, device: torch.device, dtype: torch.dtype) -> str:
 def usability_report(device: torch.device, dtype: torch.dtype) -> dict[str, str | None]:
     """name -> None if usable on device/dtype, else the reason (for `fastclr info`)."""
     return {name: b.unavailable_reason(device, dtype) for name, b in BACKENDS.items()}
+
+
+def member_unavailable_reason(backend: str, member: str) -> str | None:
+    """None when `backend` implements the family member `member`, else why not (no device check)."""
+    if member in BACKENDS[backend].members:
+        return None
+    return f"the {backend} backend has no {member} kernels yet (it implements {BACKENDS[backend].members})"
+
+
+def resolve_member(member: str, name: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The backend name to run family member `member` with: "auto" takes the best usable backend
+    that implements it (the chunked spec at least); a named backend that lacks it is a UsageError."""
+    check_name(name)
+    if name == "auto":
+        order = AUTO_CUDA_ORDER if device.type == "cuda" else ("chunked",)
+        for candidate in order:
+            backend = BACKENDS[candidate]
+            if member in backend.members and backend.unavailable_reason(device, dtype) is None:
+                return candidate
+        return "chunked"
+    reason = member_unavailable_reason(name, member)
+    if reason is not None:
+        raise UsageError(
+            f"backend={name!r} cannot compute {member}: {reason}; use backend='auto' or 'chunked'"
+        )
+    return resolve(name, device, dtype).name
+
+
+def member_report() -> dict[str, dict[str, str | None]]:
+    """backend name -> {member: None if implemented, else why not} (for `fastclr info`)."""
+    return {name: {m: member_unavailable_reason(name, m) for m in MEMBERS} for name in BACKENDS}

@@ -3,8 +3,10 @@
 from torch import Tensor
 
 from fastclr.ops import backends, primitives
+from fastclr.ops.family_validation import check_dcl_sigma, check_negatives
 from fastclr.ops.function import nt_xent_rows, reduce_rows
 from fastclr.ops.global_negatives import distributed_world_size, nt_xent_global
+from fastclr.ops.nt_xent_family import nt_xent_family
 from fastclr.ops.reference import nt_xent_reference
 from fastclr.ops.validation import check_projections, check_reduction, check_temperature
 
@@ -17,6 +19,9 @@ def nt_xent(
     reduction: str = "mean",
     backend: str = "auto",
     gather_distributed: bool = False,
+    negatives: Tensor | None = None,
+    decoupled: bool = False,
+    dcl_weight_sigma: float | None = None,
 ) -> Tensor:
     """NT-Xent loss of SimCLR (Chen et al., 2020) on two batches of projections.
 
@@ -35,9 +40,21 @@ def nt_xent(
         reduction: "mean" (the paper's L), "sum", or "none" ([2N] per-row losses, cat(z1, z2) order).
         backend: "auto" (best usable: Triton/CUDA kernels for CUDA tensors, else "chunked"),
             "reference" (plain PyTorch, O(N^2) memory), "chunked" (PyTorch row blocks, O(N*D)),
-            "triton" or "cuda" (fused kernels, O(N*D)).
+            "triton" or "cuda" (fused kernels, O(N*D)). With negatives or decoupled, "auto" and
+            "chunked" run the family spec (fastclr/ops/family.py); the other backends lack those
+            kernels and are refused by name.
         gather_distributed: use every rank's rows as negatives (torch.distributed); without a
-            process group, or with a world size of 1, the single-process loss.
+            process group, or with a world size of 1, the single-process loss. With negatives,
+            each rank's queue joins its own rows' denominators (pass the same queue on every
+            rank for the single-process loss); DCLW weights are over the local batch (lightly).
+        negatives: [K, D] extra rows that serve only as negatives of every row (a MoCo v2 queue,
+            lightly's memory bank), same dtype and device, not requiring grad; normalized like
+            z1, z2; the in-batch negatives stay. None: plain NT-Xent.
+        decoupled: leave the positive out of each denominator (DCL, Yeh et al. 2022; lightly's
+            DCLLoss): l(i, j) = -sim(z_i, z_j)/tau + log sum_{k != i, j} exp(sim(z_i, z_k)/tau).
+        dcl_weight_sigma: with decoupled=True, weight the positive term by DCLW's von Mises-Fisher
+            weights w_k = 2 - N softmax_k(sim(z1_k, z2_k) / sigma) (detached; lightly's DCLWLoss,
+            sigma = 0.5).
 
     Returns:
         The loss: a scalar, or [2N] with reduction="none". fp32 for fp16/bf16/fp32 inputs (the
@@ -57,6 +74,22 @@ def nt_xent(
     check_projections(z1, z2)
     tau, tau_tensor = check_temperature(temperature)
     check_reduction(reduction)
+    if negatives is not None or decoupled or dcl_weight_sigma is not None:
+        check_dcl_sigma(dcl_weight_sigma, decoupled)
+        if negatives is not None:
+            check_negatives(negatives, z1)
+        return nt_xent_family(
+            z1,
+            z2,
+            tau,
+            reduction,
+            backend,
+            temperature_tensor=tau_tensor,
+            negatives=negatives,
+            decoupled=decoupled,
+            dcl_weight_sigma=dcl_weight_sigma,
+            gather=gather_distributed and distributed_world_size() > 1,
+        )
     chosen = backends.BACKENDS[backends.resolve_name(backend, z1.device, z1.dtype)]
     if gather_distributed and distributed_world_size() > 1:
         # Global negatives across torch.distributed ranks; on one process, the code below.

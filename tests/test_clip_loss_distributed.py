@@ -1,0 +1,99 @@
+"""clip_loss(gather_distributed=True) on a real 2-rank gloo group equals one process on the global
+batch (float64 oracle): values, feature gradients (W x for mean/sum, as DDP divides by W; exact for
+"none" under a random upstream gradient) and the logit scale's gradient summed over ranks. All cases
+run in one spawn of 2 workers (~10 s); the seed is printed in every failure."""
+
+import datetime
+import os
+import socket
+import tempfile
+import traceback
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from fastclr.ops import clip_loss
+from tests.loss_cases import clip_oracle
+
+WORLD = 2
+SEED = int.from_bytes(os.urandom(4), "little")
+CASES = {
+    f"{reduction}-n{n}-d{d}": (reduction, n, d)
+    for reduction in ("mean", "sum", "none")
+    for n, d in ((1, 3), (5, 7))
+}
+
+
+def check_case(seed: int, rank: int, reduction: str, n: int, d: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    a_all = torch.randn(WORLD * n, d, dtype=torch.float64, generator=gen)
+    b_all = torch.randn(WORLD * n, d, dtype=torch.float64, generator=gen)
+    upstream = torch.randn(2, WORLD * n, dtype=torch.float64, generator=gen)
+    mine = slice(rank * n, (rank + 1) * n)
+
+    a, b = a_all[mine].clone().requires_grad_(), b_all[mine].clone().requires_grad_()
+    scale = torch.tensor(7.5, dtype=torch.float64, requires_grad=True)
+    out = clip_loss(a, b, scale, reduction=reduction, gather_distributed=True)
+    weight = upstream[:, mine] if reduction == "none" else 1.0
+    ga, gb, gs = torch.autograd.grad((out * weight).sum(), [a, b, scale])
+    dist.all_reduce(gs)
+
+    ra, rb = a_all.clone().requires_grad_(), b_all.clone().requires_grad_()
+    rs = torch.tensor(7.5, dtype=torch.float64, requires_grad=True)
+    rows = clip_oracle(ra, rb, rs)
+    ref = {"mean": rows.mean(), "sum": rows.sum(), "none": rows}[reduction]
+    ref_weight = upstream if reduction == "none" else 1.0
+    rga, rgb, rgs = torch.autograd.grad((ref * ref_weight).sum(), [ra, rb, rs])
+    factor = 1.0 if reduction == "none" else float(WORLD)  # DDP's average removes it
+    expected = ref[:, mine] if reduction == "none" else ref
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ga, factor * rga[mine], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(gb, factor * rgb[mine], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(gs, factor * rgs, rtol=1e-9, atol=1e-10)
+
+
+def worker(rank: int, seed: int, port: int, out_dir: str) -> None:
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    results = {}
+    try:
+        for name, args in CASES.items():
+            try:
+                check_case(seed, rank, *args)
+                results[name] = None
+            except Exception:
+                results[name] = traceback.format_exc()
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def results() -> list[dict[str, str | None]]:
+    with tempfile.TemporaryDirectory() as out_dir:
+        mp.spawn(worker, args=(SEED, free_port(), out_dir), nprocs=WORLD, join=True)
+        return [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_ranks_equal_one_process(results, case):
+    for rank, outcome in enumerate(results):
+        assert outcome[case] is None, f"rank {rank}, seed {SEED}:\n{outcome[case]}"
+
+
+def test_without_process_group_equals_single_process():
+    a, b = torch.randn(5, 3), torch.randn(5, 3)
+    assert torch.equal(clip_loss(a, b, 3.0, gather_distributed=True), clip_loss(a, b, 3.0))
