@@ -14,6 +14,8 @@ def test_info_runs_and_names_the_dali_build():
     assert len(dali) == 1
     assert "not installed" in dali[0] or ("nvidia-dali-cuda1" in dali[0] and "load" in dali[0])
     assert "loss backends" in result.stdout
+    members = result.stdout.split("loss family members per backend")[1]
+    assert "chunked" in members and "sup_con" in members and "clip_loss" in members
 
 
 def test_dali_lines_for_each_driver_generation(capsys):

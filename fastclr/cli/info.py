@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fastclr import __version__
     from fastclr.bench.environment import package_version
-    from fastclr.ops.backends import usability_report
+    from fastclr.ops.backends import member_report, usability_report
 
     def version(name: str) -> str:
         return package_version(name) or "not installed"
@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
         for name, reason in usability_report(device, dtype).items():
             status = "usable" if reason is None else f"unavailable: {reason}"
             print(f"  {name:<10} {str(dtype).removeprefix('torch.'):<9} {status}")
+    print("loss family members per backend (others fall back to chunked with backend='auto'):")
+    for name, members in member_report().items():
+        have = [member for member, reason in members.items() if reason is None]
+        print(f"  {name:<10} {', '.join(have) or 'none'}")
     return 0
 
 
