@@ -146,12 +146,16 @@ class Run:
         host) for the whole run; a second run into the same folder is refused meanwhile.
         """
         held = contextlib.ExitStack()
+        created = not Path(cfg.out).exists()
         if env.is_main:
             held.enter_context(hold_run_folder(cfg.out))
         try:
             run = cls._start_holding_folder(cfg, env)
         except BaseException:
             held.close()
+            if created and env.is_main:  # a refused run leaves no folder it made for its lock
+                with contextlib.suppress(OSError):
+                    Path(cfg.out).rmdir()  # only if empty: nothing of another run is lost
             raise
         run.held = held
         return run
