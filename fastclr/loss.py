@@ -35,7 +35,28 @@ def temperature_repr(tau: float | Tensor) -> str:
     return f"temperature={value:g}{learnable}"
 
 
-class NTXentLoss(nn.Module):
+class TemperatureLoss(nn.Module):
+    """What every temperature-scaled loss module here holds and checks at construction: the
+    temperature (see hold_temperature), the reduction, the backend name and whether negatives span
+    the ranks."""
+
+    def __init__(
+        self,
+        temperature: float | Tensor,
+        *,
+        reduction: str,
+        backend: str,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__()
+        hold_temperature(self, temperature)
+        check_reduction(reduction)
+        check_name(backend)
+        self.reduction, self.backend = reduction, backend
+        self.gather_distributed = gather_distributed
+
+
+class NTXentLoss(TemperatureLoss):
     """SimCLR's NT-Xent loss. forward(z1 [N, D], z2 [N, D]) -> scalar (or [2N] with "none").
 
     See fastclr.ops.nt_xent for the arguments. A temperature given as an nn.Parameter is registered
@@ -53,12 +74,9 @@ class NTXentLoss(nn.Module):
         backend: str = "auto",
         gather_distributed: bool = False,
     ) -> None:
-        super().__init__()
-        hold_temperature(self, temperature)
-        check_reduction(reduction)
-        check_name(backend)
-        self.reduction, self.backend = reduction, backend
-        self.gather_distributed = gather_distributed
+        super().__init__(
+            temperature, reduction=reduction, backend=backend, gather_distributed=gather_distributed
+        )
 
     def forward(self, z1: Tensor, z2: Tensor, negatives: Tensor | None = None) -> Tensor:
         """negatives: an optional [K, D] detached queue of extra negatives (MoCo v2 style)."""
@@ -79,7 +97,7 @@ class NTXentLoss(nn.Module):
         )
 
 
-class DCLLoss(nn.Module):
+class DCLLoss(TemperatureLoss):
     """Decoupled contrastive loss (lightly's DCLLoss): forward(out0 [N, D], out1 [N, D]) -> scalar.
 
     nt_xent(out0, out1, temperature, decoupled=True); with weight_sigma, DCLW's positive weights.
@@ -93,12 +111,9 @@ class DCLLoss(nn.Module):
         reduction: str = "mean",
         backend: str = "auto",
     ) -> None:
-        super().__init__()
-        hold_temperature(self, temperature)
+        super().__init__(temperature, reduction=reduction, backend=backend)
         check_dcl_sigma(weight_sigma, decoupled=True)
-        check_reduction(reduction)
-        check_name(backend)
-        self.weight_sigma, self.reduction, self.backend = weight_sigma, reduction, backend
+        self.weight_sigma = weight_sigma
 
     def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
         return nt_xent(
@@ -130,7 +145,7 @@ class DCLWLoss(DCLLoss):
         super().__init__(temperature, weight_sigma=sigma, reduction=reduction, backend=backend)
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(TemperatureLoss):
     """Supervised contrastive loss: forward(features [B, V, D] or [M, D], labels [B] / [M]).
 
     The SupCon authors' call shape, L_out with contrast_mode="all" (every view an anchor); their
@@ -146,12 +161,9 @@ class SupConLoss(nn.Module):
         backend: str = "auto",
         gather_distributed: bool = False,
     ) -> None:
-        super().__init__()
-        hold_temperature(self, temperature)
-        check_reduction(reduction)
-        check_name(backend)
-        self.reduction, self.backend = reduction, backend
-        self.gather_distributed = gather_distributed
+        super().__init__(
+            temperature, reduction=reduction, backend=backend, gather_distributed=gather_distributed
+        )
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None and isinstance(features, Tensor):
