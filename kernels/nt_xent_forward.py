@@ -5,16 +5,9 @@ For each row i of zr (global index r = row_ids[i] among the C rows of zc, pos(r)
     lse_i     = log Σ_{k≠r} exp(s_ik)
     pos_logit = inv_temp · <zr_i, zc_pos(r)>
 
-Each program owns BLOCK_M rows and walks the C columns in BLOCK_N tiles, in base 2: the logits are
-scaled by inv_temp·log2(e) so the exponential is one exp2. Two kernels share the body, chosen per launch
-from inv_temp (STATIC_SHIFT):
-- nt_xent_forward_kernel (inv_temp <= 30, the launcher's choice): a static shift instead of a running
-  max. Unit rows give |s_ik| <= inv_temp, so lse_i = inv_temp + log Σ exp(s_ik − inv_temp): one FFMA,
-  one EX2 and one add per element. Every term is >= exp(−2·inv_temp) >= e^-60, inside fp32's normal
-  range, so none that matters underflows.
-- nt_xent_forward_online_kernel (smaller temperatures, where exp(−2·inv_temp) could underflow fp32):
-  the online softmax state (m_i, l_i) of flash-attention.
-The self column and columns past C are masked with -inf, only in the tiles that hold them
+Each program owns BLOCK_M rows and walks the C columns in BLOCK_N tiles with the online softmax state
+(m_i, l_i) of flash-attention, in base 2: the logits are scaled by inv_temp·log2(e) so the exponential
+is one exp2. The self column and columns past C are masked with -inf, only in the tiles that hold them
 (kernels/nt_xent_tiles.py: the plain tiles run in a loop without masks). The positive logit is a separate
 fp32 dot product of each row with its gathered positive row after the loop, which keeps the tile loop
 free of it. Memory: the outputs only (2·M fp32); nothing of C x C is ever formed.
@@ -66,13 +59,11 @@ def _softmax_tile(
     SINGLE_D: tl.constexpr,
     EVEN_N: tl.constexpr,
     EVEN_D: tl.constexpr,
-    STATIC_SHIFT: tl.constexpr,
     MASKED: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Update of the softmax state (m_i, l_i) with the column tile at start_n (with STATIC_SHIFT m_i
-    stays the static shift). MASKED: the tile may hold a self column (and, unless EVEN_N, columns past
-    C), compared in int32 relative to start_n."""
+    """Online-softmax update of (m_i, l_i) with the column tile at start_n. MASKED: the tile may hold a
+    self column (and, unless EVEN_N, columns past C), compared in int32 relative to start_n."""
     offs_n = start_n.to(tl.int64) + tl.arange(0, BLOCK_N).to(tl.int64)
     if SINGLE_D:
         zc = load_column_tile(ZC_ptr, offs_n, offs_d, C, D, stride_zcn, stride_zcd, EVEN_N, EVEN_D)
@@ -90,8 +81,6 @@ def _softmax_tile(
         if not EVEN_N:
             keep = keep & (cols < C - start_n)[None, :]
         s = tl.where(keep, s, float("-inf"))
-    if STATIC_SHIFT:
-        return m_i, l_i + tl.sum(tl.exp2(s - m_i[:, None]), 1)
     # Every tile holds a finite entry per row (the plain tiles are full; the window loop starts at
     # tile 0 when the last tile is ragged, and tile 0 holds >= 2 columns, at most one of them self),
     # so m_new is finite and exp2(m_i - m_new) never sees -inf - -inf.
@@ -101,107 +90,17 @@ def _softmax_tile(
     return m_new, l_i
 
 
-@triton.jit
-def _forward_rows(
-    ZR_ptr,
-    ZC_ptr,
-    ROW_IDS_ptr,
-    LSE_ptr,
-    POS_LOGIT_ptr,
-    M,
-    C,
-    D,
-    stride_zrm,
-    stride_zrd,
-    stride_zcn,
-    stride_zcd,
-    inv_temp,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    SINGLE_D: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    STATIC_SHIFT: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = offs_m < M
-    row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
-    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
-    scale = inv_temp * LOG2E  # logits in base 2: exp(s) = exp2(s · log2 e)
-
-    if SINGLE_D:
-        zr_ptrs = ZR_ptr + offs_m[:, None] * stride_zrm + offs_d[None, :] * stride_zrd
-        if EVEN_D:
-            zr = tl.load(zr_ptrs, mask=row_mask[:, None], other=0.0)
-        else:
-            zr = tl.load(zr_ptrs, mask=row_mask[:, None] & (offs_d[None, :] < D), other=0.0)
-    else:
-        zr = None  # chunked D: the tiles reload the rows chunk by chunk
-
-    if STATIC_SHIFT:
-        m_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32) + scale  # the largest possible logit
-    else:
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    lo1, hi1, lo2, hi2 = mask_windows(row_ids, row_mask, C, BLOCK_N, EVEN_N, False)
-    for j in range(0, plain_tile_count(C, lo1, hi1, lo2, hi2, BLOCK_N)):
-        m_i, l_i = _softmax_tile(
-            zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
-            plain_tile_start(j, lo1, hi1, lo2, hi2, BLOCK_N), m_i, l_i, C, D,
-            stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
-            BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, True, EVEN_D, STATIC_SHIFT, False, DOT_PRECISION,
-        )  # fmt: skip
-    for k in range(0, (hi1 - lo1) + (hi2 - lo2)):
-        m_i, l_i = _softmax_tile(
-            zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
-            window_tile_start(k, lo1, hi1, lo2, BLOCK_N), m_i, l_i, C, D,
-            stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
-            BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, STATIC_SHIFT, True, DOT_PRECISION,
-        )  # fmt: skip
-    lse = (m_i + tl.log2(l_i)) * LN2
-
-    # Positive logit: fp32 dot of each row with its positive, gathered by global index.
-    pos_ids = (row_ids + C // 2) % C
-    pos_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for start_d in range(0, D, BLOCK_D):
-        cols_d = start_d + offs_d
-        mask = row_mask[:, None] & (cols_d < D)[None, :]
-        zr_d = tl.load(
-            ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
-            mask=mask,
-            other=0.0,
-        )
-        zp_d = tl.load(
-            ZC_ptr + pos_ids[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
-            mask=mask,
-            other=0.0,
-        )
-        pos_dot += tl.sum(zr_d.to(tl.float32) * zp_d.to(tl.float32), 1)
-
-    tl.store(LSE_ptr + offs_m, lse, mask=row_mask)
-    tl.store(POS_LOGIT_ptr + offs_m, pos_dot * inv_temp, mask=row_mask)
-
-
-def _tuned(kernel):
-    """Autotuning over configs.forward_configs() and the EVEN_N / EVEN_D heuristics around a kernel."""
-    heuristics = triton.heuristics(
-        {
-            "EVEN_N": lambda args: args["C"] % args["BLOCK_N"] == 0,
-            "EVEN_D": lambda args: args["D"] % args["BLOCK_D"] == 0,
-        }
-    )
-    tune = triton.autotune(
-        configs=configs.forward_configs(),
-        key=["M", "C", "D"],
-        prune_configs_by={"early_config_prune": configs.prune_forward},
-    )
-    return tune(heuristics(kernel))
-
-
-@_tuned
+@triton.autotune(
+    configs=configs.forward_configs(),
+    key=["M", "C", "D"],
+    prune_configs_by={"early_config_prune": configs.prune_forward},
+)
+@triton.heuristics(
+    {
+        "EVEN_N": lambda args: args["C"] % args["BLOCK_N"] == 0,
+        "EVEN_D": lambda args: args["D"] % args["BLOCK_D"] == 0,
+    }
+)
 @triton.jit
 def nt_xent_forward_kernel(
     ZR_ptr,
@@ -225,43 +124,58 @@ def nt_xent_forward_kernel(
     EVEN_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """The forward with the static shift (inv_temp <= 30)."""
-    _forward_rows(
-        ZR_ptr, ZC_ptr, ROW_IDS_ptr, LSE_ptr, POS_LOGIT_ptr, M, C, D,
-        stride_zrm, stride_zrd, stride_zcn, stride_zcd, inv_temp,
-        BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, DOT_PRECISION,
-        True,
-    )  # fmt: skip
+    pid = tl.program_id(0)
+    offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = offs_m < M
+    row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
+    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
+    scale = inv_temp * LOG2E  # logits in base 2: exp(s) = exp2(s · log2 e)
 
+    if SINGLE_D:
+        zr_ptrs = ZR_ptr + offs_m[:, None] * stride_zrm + offs_d[None, :] * stride_zrd
+        if EVEN_D:
+            zr = tl.load(zr_ptrs, mask=row_mask[:, None], other=0.0)
+        else:
+            zr = tl.load(zr_ptrs, mask=row_mask[:, None] & (offs_d[None, :] < D), other=0.0)
+    else:
+        zr = None  # chunked D: the tiles reload the rows chunk by chunk
 
-@_tuned
-@triton.jit
-def nt_xent_forward_online_kernel(
-    ZR_ptr,
-    ZC_ptr,
-    ROW_IDS_ptr,
-    LSE_ptr,
-    POS_LOGIT_ptr,
-    M,
-    C,
-    D,
-    stride_zrm,
-    stride_zrd,
-    stride_zcn,
-    stride_zcd,
-    inv_temp,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    SINGLE_D: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
-    """The forward with the online max (inv_temp > 30)."""
-    _forward_rows(
-        ZR_ptr, ZC_ptr, ROW_IDS_ptr, LSE_ptr, POS_LOGIT_ptr, M, C, D,
-        stride_zrm, stride_zrd, stride_zcn, stride_zcd, inv_temp,
-        BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, DOT_PRECISION,
-        False,
-    )  # fmt: skip
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    lo1, hi1, lo2, hi2 = mask_windows(row_ids, row_mask, C, BLOCK_N, EVEN_N, False)
+    for j in range(0, plain_tile_count(C, lo1, hi1, lo2, hi2, BLOCK_N)):
+        m_i, l_i = _softmax_tile(
+            zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
+            plain_tile_start(j, lo1, hi1, lo2, hi2, BLOCK_N), m_i, l_i, C, D,
+            stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
+            BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, True, EVEN_D, False, DOT_PRECISION,
+        )  # fmt: skip
+    for k in range(0, (hi1 - lo1) + (hi2 - lo2)):
+        m_i, l_i = _softmax_tile(
+            zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
+            window_tile_start(k, lo1, hi1, lo2, BLOCK_N), m_i, l_i, C, D,
+            stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
+            BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, True, DOT_PRECISION,
+        )  # fmt: skip
+    lse = (m_i + tl.log2(l_i)) * LN2
+
+    # Positive logit: fp32 dot of each row with its positive, gathered by global index.
+    pos_ids = (row_ids + C // 2) % C
+    pos_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for start_d in range(0, D, BLOCK_D):
+        cols_d = start_d + offs_d
+        mask = row_mask[:, None] & (cols_d < D)[None, :]
+        zr_d = tl.load(
+            ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
+            mask=mask,
+            other=0.0,
+        )
+        zp_d = tl.load(
+            ZC_ptr + pos_ids[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
+            mask=mask,
+            other=0.0,
+        )
+        pos_dot += tl.sum(zr_d.to(tl.float32) * zp_d.to(tl.float32), 1)
+
+    tl.store(LSE_ptr + offs_m, lse, mask=row_mask)
+    tl.store(POS_LOGIT_ptr + offs_m, pos_dot * inv_temp, mask=row_mask)

@@ -138,42 +138,6 @@ def test_mask_windows_schedule(rows: str, d: int, dtype: torch.dtype, temperatur
     assert_primitives_match(zc[row_ids], zc, row_ids, 1.0 / temperature, dtype)
 
 
-@pytest.mark.parametrize("inv_temp", [30.0, 50.0])
-def test_forward_shift_paths_with_anti_aligned_rows(inv_temp: float) -> None:
-    """inv_temp 30 takes the forward's static shift, 50 the online max. Rows clustered around v and
-    -v put most logits near -inv_temp, the static shift's worst case (terms down to exp(-2 inv_temp))."""
-    num_cols, d = 256, 16
-    v = torch.randn(d)
-    signs = torch.where(torch.rand(num_cols, 1) < 0.5, 1.0, -1.0)
-    z = torch.nn.functional.normalize(signs * v + 0.05 * torch.randn(num_cols, d), dim=1)
-    z = z.to(DEVICE)
-    row_ids = torch.arange(num_cols, device=DEVICE)
-    assert_primitives_match(z, z, row_ids, inv_temp, torch.float32)
-
-
-def test_forward_kernel_follows_the_temperature(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The launcher picks the static-shift kernel up to STATIC_SHIFT_MAX_INV_TEMP, the online one
-    above."""
-    from fastclr.kernels import nt_xent_forward
-
-    launched = []
-    for name in ("nt_xent_forward_kernel", "nt_xent_forward_online_kernel"):
-        kernel = getattr(nt_xent_forward, name)
-
-        class Spy:
-            def __getitem__(self, grid, name=name, kernel=kernel):
-                launched.append(name)
-                return kernel[grid]
-
-        monkeypatch.setattr(nt_xent_forward, name, Spy())
-    z = unit_rows(8, 4, torch.float32)
-    ids = torch.arange(8, device=DEVICE)
-    limit = triton_backend.STATIC_SHIFT_MAX_INV_TEMP
-    triton_backend.forward_rows(z, z, ids, limit)
-    triton_backend.forward_rows(z, z, ids, limit * 1.01)
-    assert launched == ["nt_xent_forward_kernel", "nt_xent_forward_online_kernel"]
-
-
 def test_strided_inputs() -> None:
     """Row and feature strides are honoured (no hidden .contiguous() assumptions)."""
     n, d = 20, 33

@@ -24,9 +24,6 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Above this inverse temperature exp(s - inv_temp) can underflow fp32 for anti-aligned rows, so the
 # backward falls back from one shared exponential per element to two (see kernels/nt_xent_backward.py).
 SHARED_EXP_MAX_INV_TEMP = 30.0
-# Up to this inverse temperature the forward shifts the logits by the static bound inv_temp instead of
-# a running max: every term exp(s - inv_temp) >= e^-60 stays a normal fp32 (kernels/nt_xent_forward.py).
-STATIC_SHIFT_MAX_INV_TEMP = 30.0
 
 
 def availability(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -110,10 +107,7 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     import triton
 
     from fastclr.kernels import configs
-    from fastclr.kernels.nt_xent_forward import (
-        nt_xent_forward_kernel,
-        nt_xent_forward_online_kernel,
-    )
+    from fastclr.kernels.nt_xent_forward import nt_xent_forward_kernel
 
     _check_rows(zr, zc, row_ids)
     zr_k, zc_k = _operands(zr, zc)
@@ -128,10 +122,8 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     def grid(meta):
         return (triton.cdiv(num_rows, meta["BLOCK_M"]),)
 
-    static_shift = float(inv_temp) <= STATIC_SHIFT_MAX_INV_TEMP
-    kernel = nt_xent_forward_kernel if static_shift else nt_xent_forward_online_kernel
     with _device_guard(zr.device):
-        kernel[grid](
+        nt_xent_forward_kernel[grid](
             zr_k,
             zc_k,
             row_ids.contiguous(),
