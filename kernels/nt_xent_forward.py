@@ -7,8 +7,7 @@ For each row i of zr (global index r = row_ids[i] among the C rows of zc, pos(r)
 
 Each program owns BLOCK_M rows and walks the C columns in BLOCK_N tiles with the online softmax state
 (m_i, l_i) of flash-attention, in base 2: the logits are scaled by inv_temp·log2(e) so the exponential
-is one exp2. The self column and columns past C are masked with -inf, only in the tiles that hold them
-(kernels/nt_xent_tiles.py: the plain tiles run in a loop without masks). The positive logit is a separate
+is one exp2. The self column and columns past C are masked with -inf. The positive logit is a separate
 fp32 dot product of each row with its gathered positive row after the loop, which keeps the tile loop
 free of it. Memory: the outputs only (2·M fp32); nothing of C x C is ever formed.
 
@@ -21,73 +20,9 @@ import triton
 import triton.language as tl
 
 from fastclr.kernels import configs
-from fastclr.kernels.nt_xent_tiles import (
-    chunked_dots,
-    load_column_tile,
-    mask_windows,
-    plain_tile_count,
-    plain_tile_start,
-    window_tile_start,
-)
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
-
-
-@triton.jit
-def _softmax_tile(
-    zr,
-    ZR_ptr,
-    ZC_ptr,
-    offs_m,
-    row_mask,
-    row_ids,
-    offs_d,
-    start_n,
-    m_i,
-    l_i,
-    C,
-    D,
-    stride_zrm,
-    stride_zrd,
-    stride_zcn,
-    stride_zcd,
-    scale,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    SINGLE_D: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    MASKED: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
-    """Online-softmax update of (m_i, l_i) with the column tile at start_n. MASKED: the tile may hold a
-    self column (and, unless EVEN_N, columns past C), compared in int32 relative to start_n."""
-    offs_n = start_n.to(tl.int64) + tl.arange(0, BLOCK_N).to(tl.int64)
-    if SINGLE_D:
-        zc = load_column_tile(ZC_ptr, offs_n, offs_d, C, D, stride_zcn, stride_zcd, EVEN_N, EVEN_D)
-        dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
-    else:
-        dots = chunked_dots(
-            ZR_ptr, ZC_ptr, offs_m, row_mask, offs_n, offs_d, C, D,
-            stride_zrm, stride_zrd, stride_zcn, stride_zcd,
-            BLOCK_M, BLOCK_N, BLOCK_D, EVEN_N, DOT_PRECISION,
-        )  # fmt: skip
-    s = dots * scale
-    if MASKED:
-        cols = tl.arange(0, BLOCK_N)
-        keep = cols[None, :] != (row_ids - start_n).to(tl.int32)[:, None]
-        if not EVEN_N:
-            keep = keep & (cols < C - start_n)[None, :]
-        s = tl.where(keep, s, float("-inf"))
-    # Every tile holds a finite entry per row (the plain tiles are full; the window loop starts at
-    # tile 0 when the last tile is ragged, and tile 0 holds >= 2 columns, at most one of them self),
-    # so m_new is finite and exp2(m_i - m_new) never sees -inf - -inf.
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    p = tl.exp2(s - m_new[:, None])
-    l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 1)
-    return m_new, l_i
 
 
 @triton.autotune(
@@ -137,26 +72,46 @@ def nt_xent_forward_kernel(
             zr = tl.load(zr_ptrs, mask=row_mask[:, None], other=0.0)
         else:
             zr = tl.load(zr_ptrs, mask=row_mask[:, None] & (offs_d[None, :] < D), other=0.0)
-    else:
-        zr = None  # chunked D: the tiles reload the rows chunk by chunk
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    lo1, hi1, lo2, hi2 = mask_windows(row_ids, row_mask, C, BLOCK_N, EVEN_N, False)
-    for j in range(0, plain_tile_count(C, lo1, hi1, lo2, hi2, BLOCK_N)):
-        m_i, l_i = _softmax_tile(
-            zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
-            plain_tile_start(j, lo1, hi1, lo2, hi2, BLOCK_N), m_i, l_i, C, D,
-            stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
-            BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, True, EVEN_D, False, DOT_PRECISION,
-        )  # fmt: skip
-    for k in range(0, (hi1 - lo1) + (hi2 - lo2)):
-        m_i, l_i = _softmax_tile(
-            zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
-            window_tile_start(k, lo1, hi1, lo2, BLOCK_N), m_i, l_i, C, D,
-            stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
-            BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, True, DOT_PRECISION,
-        )  # fmt: skip
+    for start_n in range(0, C, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        col_mask = offs_n < C
+        if SINGLE_D:
+            zc_ptrs = ZC_ptr + offs_n[:, None] * stride_zcn + offs_d[None, :] * stride_zcd
+            if EVEN_N & EVEN_D:
+                zc = tl.load(zc_ptrs)
+            else:
+                zc = tl.load(zc_ptrs, mask=col_mask[:, None] & (offs_d[None, :] < D), other=0.0)
+            dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
+        else:
+            dots = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for start_d in range(0, D, BLOCK_D):
+                cols_d = start_d + offs_d  # int64: no overflow for any stride
+                d_mask = cols_d < D
+                zr = tl.load(
+                    ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
+                    mask=row_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )
+                zc = tl.load(
+                    ZC_ptr + offs_n[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
+                    mask=col_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )
+                dots = tl.dot(zr, tl.trans(zc), dots, input_precision=DOT_PRECISION)
+        s = dots * scale
+        keep = offs_n[None, :] != row_ids[:, None]
+        if not EVEN_N:
+            keep = keep & col_mask[None, :]
+        s = tl.where(keep, s, float("-inf"))
+        # Online softmax. The first tile always holds a finite entry per row (C >= 2 columns, at most
+        # one of them masked as self), so m_new is finite and exp2(m_i - m_new) never sees -inf - -inf.
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 1)
+        m_i = m_new
     lse = (m_i + tl.log2(l_i)) * LN2
 
     # Positive logit: fp32 dot of each row with its positive, gathered by global index.

@@ -114,30 +114,6 @@ def test_rectangular_rows(n: int, d: int, rows: int, dtype: torch.dtype) -> None
     assert_primitives_match(zc[row_ids], zc, row_ids, inv_temp, dtype)
 
 
-# Row sets for the column-tile schedule (C = 512: four 128-wide tiles under the interpreter, so the
-# unmasked loop runs): the self and positive tiles of aligned blocks, a block across tile borders, one
-# whose positives wrap past C, and a shuffled subset (windows spanning most tiles).
-SCHEDULE_ROWS = {
-    "all": lambda c: torch.arange(c),
-    "across_tiles": lambda c: torch.arange(c // 2 - 70, c // 2 + 3),
-    "positives_wrap": lambda c: torch.cat([torch.arange(c - 5, c), torch.arange(0, 7)]),
-    "shuffled": lambda c: torch.randperm(c)[:45],
-}
-
-
-@pytest.mark.parametrize("rows", list(SCHEDULE_ROWS))
-@pytest.mark.parametrize(
-    ("d", "dtype", "temperature"), [(24, torch.float32, 0.1), (67, torch.float16, 0.02)]
-)
-def test_mask_windows_schedule(rows: str, d: int, dtype: torch.dtype, temperature: float) -> None:
-    """The self/positive masks run only on the tiles that hold those columns: every row set, both
-    exponential paths, odd D (the feature mask stays on every tile)."""
-    num_cols = 512
-    zc = unit_rows(num_cols, d, dtype)
-    row_ids = SCHEDULE_ROWS[rows](num_cols).to(DEVICE)
-    assert_primitives_match(zc[row_ids], zc, row_ids, 1.0 / temperature, dtype)
-
-
 def test_strided_inputs() -> None:
     """Row and feature strides are honoured (no hidden .contiguous() assumptions)."""
     n, d = 20, 33
