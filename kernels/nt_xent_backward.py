@@ -16,9 +16,12 @@ the size of the terms instead of the (small) gradient. No atomics; memory: the [
 
 Exponentials: with SHARED_EXP (chosen by the launcher for inv_temp ≤ 30) both terms of w share one
 exp2, since |s_ik| ≤ inv_temp for unit rows:
-    w_ik = exp(s_ik − inv_temp) · (a_i + b_k),  a_i = g_r exp(inv_temp − lse_r),  b_k = g_k exp(inv_temp − lse_k)
+    w_ik = exp(s_ik − inv_temp) · (b_r + b_k),  b_k = g_k exp(inv_temp − lse_k)
 with inv_temp ≤ 30 every factor stays inside fp32 range (exp(±2·inv_temp) = e^±60, with room for
-|g| up to ~1e12, e.g. AMP loss scaling). Otherwise two exp2 per element.
+|g| up to ~1e12, e.g. AMP loss scaling). For bf16/fp32 the launcher computes the [C] vector b once
+(COL_W_ptr), so the tile loop issues one MUFU.EX2 per element; fp16 (SCALE_WEIGHTS) computes b per
+tile, 1.5 MUFU.EX2 per element: loading it there raised the register spills of sm_86/sm_89 fp16
+configs. Otherwise two exp2 per element.
 
 The second product runs in the operand dtype (tensor cores for fp16/bf16). fp16 cannot hold the weights
 (they are ~g/C, far below fp16's smallest normal), so with SCALE_WEIGHTS each row's weights are
@@ -54,6 +57,7 @@ def nt_xent_backward_kernel(
     ROW_IDS_ptr,
     LSE_ptr,
     G_ptr,
+    COL_W_ptr,
     G_MAX_ptr,
     GRAD_ptr,
     M,
@@ -91,7 +95,7 @@ def nt_xent_backward_kernel(
     g_r = tl.load(G_ptr + row_ids)
     g_pos_pair = g_r + tl.load(G_ptr + pos_ids)
     if SHARED_EXP:
-        a_r = g_r * tl.exp2(scale - lse_r)
+        b_r = g_r * tl.exp2(scale - lse_r)  # = COL_W[row_ids]
     if SCALE_WEIGHTS:
         # Rows past M get zero weights: their s = 0 may exceed lse_r, where w is not bounded.
         g_bound = tl.abs(g_r) + tl.load(G_MAX_ptr)
@@ -115,7 +119,9 @@ def nt_xent_backward_kernel(
         col_mask = offs_n < C
         # Columns past C load zero rows and get zero weight (their s = 0 may exceed lse_r, where the
         # shared exponential's bound on w does not hold).
-        if EVEN_N:
+        if SHARED_EXP and not SCALE_WEIGHTS:
+            pass  # b_c is loaded next to its use (fewer registers held across the product)
+        elif EVEN_N:
             lse_c = tl.load(LSE_ptr + offs_n) * LOG2E
             g_c = tl.load(G_ptr + offs_n)
         else:
@@ -151,8 +157,11 @@ def nt_xent_backward_kernel(
             )
         s = dots * scale
         if SHARED_EXP:
-            b_c = g_c * tl.exp2(scale - lse_c)
-            w = tl.exp2(s - scale) * (a_r[:, None] + b_c[None, :])
+            if SCALE_WEIGHTS:
+                b_c = g_c * tl.exp2(scale - lse_c)
+            else:
+                b_c = tl.load(COL_W_ptr + offs_n, mask=col_mask, other=0.0)
+            w = tl.exp2(s - scale) * (b_r[:, None] + b_c[None, :])
         else:
             # s_ik <= lse of both rows except in the self column (zeroed below): clamping keeps
             # that column finite instead of overflowing exp2.

@@ -178,7 +178,12 @@ def backward_rows(
     if num_rows == 0:
         return grad
     block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
+    shared_exp = float(inv_temp) <= SHARED_EXP_MAX_INV_TEMP
     scale_weights = zc_k.dtype == torch.float16
+    # Per-column factor of the shared exponential, b_k = g_k exp(inv_temp - lse_k), computed once
+    # here instead of by every program on every tile (fp16 and the two-exponential path: unused).
+    precompute = shared_exp and not scale_weights
+    col_w = g_c * torch.exp(float(inv_temp) - lse_c) if precompute else g_c
     # fp16 weights are scaled per row by max|g| (a [1] tensor: no host sync).
     g_max = g_c.abs().amax().reshape(1) if scale_weights else g_c
 
@@ -192,6 +197,7 @@ def backward_rows(
             row_ids.contiguous(),
             lse_c,
             g_c,
+            col_w,
             g_max,
             grad,
             num_rows,
@@ -206,7 +212,7 @@ def backward_rows(
             float(inv_temp),
             BLOCK_D=block_d,
             SINGLE_D=single_d,
-            SHARED_EXP=float(inv_temp) <= SHARED_EXP_MAX_INV_TEMP,
+            SHARED_EXP=shared_exp,
             SCALE_WEIGHTS=scale_weights,
             DOT_PRECISION=_dot_precision(zc_k.dtype),
         )
