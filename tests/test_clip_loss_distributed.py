@@ -3,19 +3,15 @@ batch (float64 oracle): values, feature gradients (W x for mean/sum, as DDP divi
 "none" under a random upstream gradient) and the logit scale's gradient summed over ranks. All cases
 run in one spawn of 2 workers (~10 s); the seed is printed in every failure."""
 
-import datetime
 import os
-import socket
-import tempfile
-import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from fastclr.ops import clip_loss
 from tests.loss_cases import clip_oracle
+from tests.rank_checks import run_on_ranks
 
 WORLD = 2
 SEED = int.from_bytes(os.urandom(4), "little")
@@ -54,38 +50,10 @@ def check_case(seed: int, rank: int, reduction: str, n: int, d: int) -> None:
     torch.testing.assert_close(gs, factor * rgs, rtol=1e-9, atol=1e-10)
 
 
-def worker(rank: int, seed: int, port: int, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    results = {}
-    try:
-        for name, args in CASES.items():
-            try:
-                check_case(seed, rank, *args)
-                results[name] = None
-            except Exception:
-                results[name] = traceback.format_exc()
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results() -> list[dict[str, str | None]]:
-    with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(worker, args=(SEED, free_port(), out_dir), nprocs=WORLD, join=True)
-        return [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
+    checks = {name: (check_case, args) for name, args in CASES.items()}
+    return run_on_ranks(checks, seed=SEED, world=WORLD)
 
 
 @pytest.mark.parametrize("case", list(CASES))

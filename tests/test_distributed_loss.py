@@ -9,16 +9,11 @@ All cases run inside one spawn of 2 workers (process start dominates: ~10 s); ea
 test. Inputs are fresh random draws; the seed is printed in every failure.
 """
 
-import datetime
 import os
-import socket
-import tempfile
-import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from fastclr.distributed.batchnorm import convert_sync_batchnorm
@@ -27,6 +22,7 @@ from fastclr.ops.backends import BACKENDS
 from fastclr.ops.global_negatives import nt_xent_global
 from fastclr.ops.reference import nt_xent_reference
 from fastclr.optim import build_optimizer
+from tests.rank_checks import run_on_ranks
 
 WORLD = 2
 SEED = int.from_bytes(os.urandom(4), "little")
@@ -69,12 +65,6 @@ def case_table() -> dict[str, tuple]:
         cases[f"train-steps-{backend}"] = ("check_train_steps", (backend,))
     cases["uneven-batches"] = ("check_uneven_batches", ())
     return cases
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, msg=None):
@@ -218,37 +208,10 @@ def check_uneven_batches(seed: int, rank: int):
         nt_xent(z, z, gather_distributed=True)
 
 
-def run_cases(seed: int, rank: int) -> dict[str, str | None]:
-    """case name -> None when it passed on this rank, else the traceback."""
-    results = {}
-    for name, (check, args) in case_table().items():
-        try:
-            globals()[check](seed, rank, *args)
-            results[name] = None
-        except Exception:
-            results[name] = traceback.format_exc()
-    return results
-
-
-def worker(rank: int, seed: int, port: int, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
-        torch.save(run_cases(seed, rank), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope="module")
 def results() -> list[dict[str, str | None]]:
-    with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(worker, args=(SEED, free_port(), out_dir), nprocs=WORLD, join=True)
-        return [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
+    checks = {name: (globals()[check], args) for name, (check, args) in case_table().items()}
+    return run_on_ranks(checks, seed=SEED, world=WORLD)
 
 
 @pytest.mark.parametrize("case", list(case_table()))

@@ -4,21 +4,17 @@ by W; exact for "none" under a random upstream gradient), dL/dtau summed over ra
 positives live only on the other rank; SupConLoss's multi-view mode with rank-unique sample ids.
 All cases run in one spawn of 2 workers (~10 s); the seed is printed in every failure."""
 
-import datetime
 import os
-import socket
-import tempfile
-import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import fastclr
 from fastclr.errors import UsageError
 from fastclr.ops import sup_con
 from tests.loss_cases import nt_xent_queue_oracle, sup_con_oracle
+from tests.rank_checks import run_on_ranks
 
 WORLD = 2
 SEED = int.from_bytes(os.urandom(4), "little")
@@ -121,43 +117,18 @@ def check_no_positive_anywhere(seed: int, rank: int) -> None:
         sup_con(torch.randn(2, 3), torch.tensor([2 * rank, 2 * rank + 1]), gather_distributed=True)
 
 
-def worker(rank: int, seed: int, port: int, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
+def rank_checks() -> dict:
     checks = {name: (check_case, args) for name, args in CASES.items()}
     checks["multi-view-module"] = (check_multi_view_module, ())
     for name, args in NT_XENT_CASES.items():
         checks[name] = (check_nt_xent_queue_decoupled, args)
     checks["no-positive-anywhere"] = (check_no_positive_anywhere, ())
-    results = {}
-    try:
-        for name, (check, args) in checks.items():
-            try:
-                check(seed, rank, *args)
-                results[name] = None
-            except Exception:
-                results[name] = traceback.format_exc()
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return checks
 
 
 @pytest.fixture(scope="module")
 def results() -> list[dict[str, str | None]]:
-    with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(worker, args=(SEED, free_port(), out_dir), nprocs=WORLD, join=True)
-        return [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
+    return run_on_ranks(rank_checks(), seed=SEED, world=WORLD)
 
 
 @pytest.mark.parametrize(
