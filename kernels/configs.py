@@ -185,3 +185,38 @@ def prune_backward(configs, named_args, **kwargs):
     """early_config_prune for the backward kernel: keep the configs that fit the device's shared
     memory."""
     return _prune(configs, named_args, "backward", **kwargs)
+
+
+def split_masks(cc: int | None, elem_bytes: int, dot_precision: str, block_d: int) -> bool:
+    """SPLIT_MASKS: walk the tiles without a self/positive column in a loop free of masks (and the
+    others in a second, masked loop) or every tile in one masked loop.
+
+    The split schedule removes the mask compares from the hot loop but keeps two loop bodies' values
+    live; where registers are already tight it spills (measured by `fastclr bench static`: sm_80/86/89
+    at BLOCK_D = 256, and fp32 tf32x3, which holds hi/lo operand pairs), so those take one loop.
+    cc: the GPU's compute capability as major·10 + minor (None under the interpreter: split).
+    """
+    if elem_bytes >= 4 and dot_precision == "tf32x3":
+        return False
+    return cc is None or cc >= 90 or block_d <= 128
+
+
+# The column-split schedule: enough programs per row block that the grid holds about this many CTAs
+# per SM (co-resident CTAs hide each other's tensor-core waits), each split walking at least
+# MIN_SPLIT_COLUMNS columns, at most MAX_COLUMN_SPLITS splits (the backward's partial gradients cost
+# splits·M·D fp32).
+TARGET_CTAS_PER_SM = 2
+MIN_SPLIT_COLUMNS = 512
+MAX_COLUMN_SPLITS = 4
+SPLIT_ROW_BLOCK = 64  # the row block the split count assumes (the autotuner's most common pick)
+
+
+def column_splits(rows: int, cols: int, sms: int | None) -> int:
+    """Programs sharing each row block's column tiles for an [rows] x [cols] launch on `sms`
+    multiprocessors (None: no GPU, one program per row block). Depends only on the problem size and
+    the GPU, so the partial outputs are allocated before the autotuner picks a config."""
+    if sms is None or rows == 0:
+        return 1
+    row_blocks = -(-rows // SPLIT_ROW_BLOCK)
+    wanted = -(-TARGET_CTAS_PER_SM * sms // row_blocks)
+    return max(1, min(wanted, cols // MIN_SPLIT_COLUMNS, MAX_COLUMN_SPLITS))

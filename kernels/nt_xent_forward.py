@@ -5,9 +5,17 @@ For each row i of zr (global index r = row_ids[i] among the C rows of zc, pos(r)
     lse_i     = log Σ_{k≠r} exp(s_ik)
     pos_logit = inv_temp · <zr_i, zc_pos(r)>
 
-Each program owns BLOCK_M rows and walks the C columns in BLOCK_N tiles with the online softmax state
-(m_i, l_i) of flash-attention, in base 2: the logits are scaled by inv_temp·log2(e) so the exponential
-is one exp2. The self column and columns past C are masked with -inf. The positive logit is a separate
+Each program owns BLOCK_M rows and walks the C columns in BLOCK_N tiles, in base 2: the logits are
+scaled by inv_temp·log2(e) so the exponential is one exp2. Two kernels share the body, chosen per launch
+from inv_temp (STATIC_SHIFT):
+- nt_xent_forward_kernel (inv_temp <= 30, the launcher's choice): a static shift instead of a running
+  max. Unit rows give |s_ik| <= inv_temp, so lse_i = inv_temp + log Σ exp(s_ik − inv_temp): one FFMA,
+  one EX2 and one add per element. Every term is >= exp(−2·inv_temp) >= e^-60, inside fp32's normal
+  range, so none that matters underflows.
+- nt_xent_forward_online_kernel (smaller temperatures, where exp(−2·inv_temp) could underflow fp32):
+  the online softmax state (m_i, l_i) of flash-attention.
+The self column and columns past C are masked with -inf, only in the tiles that hold them
+(kernels/nt_xent_tiles.py: the plain tiles run in a loop without masks). The positive logit is a separate
 fp32 dot product of each row with its gathered positive row after the loop, which keeps the tile loop
 free of it. Memory: the outputs only (2·M fp32); nothing of C x C is ever formed.
 
@@ -20,14 +28,83 @@ import triton
 import triton.language as tl
 
 from fastclr.kernels import configs
+from fastclr.kernels.nt_xent_tiles import (
+    chunked_dots,
+    load_column_tile,
+    mask_windows,
+    plain_tile_count,
+    plain_tile_start,
+    split_range,
+    window_tile_start,
+)
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
 
 
+@triton.jit
+def _softmax_tile(
+    zr,
+    ZR_ptr,
+    ZC_ptr,
+    offs_m,
+    row_mask,
+    row_ids,
+    offs_d,
+    start_n,
+    m_i,
+    l_i,
+    C,
+    D,
+    stride_zrm,
+    stride_zrd,
+    stride_zcn,
+    stride_zcd,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SINGLE_D: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    STATIC_SHIFT: tl.constexpr,
+    MASKED: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Update of the softmax state (m_i, l_i) with the column tile at start_n (with STATIC_SHIFT m_i
+    stays the static shift). MASKED: the tile may hold a self column (and, unless EVEN_N, columns past
+    C), compared in int32 relative to start_n."""
+    offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)  # int64 for any start_n
+    if SINGLE_D:
+        zc = load_column_tile(ZC_ptr, offs_n, offs_d, C, D, stride_zcn, stride_zcd, EVEN_N, EVEN_D)
+        dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
+    else:
+        dots = chunked_dots(
+            ZR_ptr, ZC_ptr, offs_m, row_mask, offs_n, offs_d, C, D,
+            stride_zrm, stride_zrd, stride_zcn, stride_zcd,
+            BLOCK_M, BLOCK_N, BLOCK_D, EVEN_N, DOT_PRECISION,
+        )  # fmt: skip
+    s = dots * scale
+    if MASKED:
+        cols = tl.arange(0, BLOCK_N)
+        keep = cols[None, :] != (row_ids - start_n).to(tl.int32)[:, None]
+        if not EVEN_N:
+            keep = keep & (cols < C - start_n)[None, :]
+        s = tl.where(keep, s, float("-inf"))
+    if STATIC_SHIFT:
+        return m_i, l_i + tl.sum(tl.exp2(s - m_i[:, None]), 1)
+    # A split's first tiles may hold no finite entry for a row (a ragged last tile whose one column is
+    # that row's self): the shift is then 0 so that exp2(-inf - -inf) = NaN never happens.
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(s - shift[:, None])
+    l_i = l_i * tl.exp2(m_i - shift) + tl.sum(p, 1)
+    return m_new, l_i
+
+
 @triton.autotune(
     configs=configs.forward_configs(),
-    key=["M", "C", "D"],
+    key=["M", "C", "D", "STATIC_SHIFT", "SPLIT_MASKS"],
     prune_configs_by={"early_config_prune": configs.prune_forward},
 )
 @triton.heuristics(
@@ -57,9 +134,13 @@ def nt_xent_forward_kernel(
     SINGLE_D: tl.constexpr,
     EVEN_N: tl.constexpr,
     EVEN_D: tl.constexpr,
+    STATIC_SHIFT: tl.constexpr,
+    SPLIT_MASKS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    split = tl.program_id(1)  # this program's share of the column tiles
+    splits = tl.num_programs(1)
     offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = offs_m < M
     row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
@@ -72,65 +153,66 @@ def nt_xent_forward_kernel(
             zr = tl.load(zr_ptrs, mask=row_mask[:, None], other=0.0)
         else:
             zr = tl.load(zr_ptrs, mask=row_mask[:, None] & (offs_d[None, :] < D), other=0.0)
+    else:
+        zr = None  # chunked D: the tiles reload the rows chunk by chunk
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    if STATIC_SHIFT:
+        m_i = tl.full([BLOCK_M], 0.0, dtype=tl.float32) + scale  # the largest possible logit
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for start_n in range(0, C, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
-        col_mask = offs_n < C
-        if SINGLE_D:
-            zc_ptrs = ZC_ptr + offs_n[:, None] * stride_zcn + offs_d[None, :] * stride_zcd
-            if EVEN_N & EVEN_D:
-                zc = tl.load(zc_ptrs)
-            else:
-                zc = tl.load(zc_ptrs, mask=col_mask[:, None] & (offs_d[None, :] < D), other=0.0)
-            dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
-        else:
-            dots = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-            for start_d in range(0, D, BLOCK_D):
-                cols_d = start_d + offs_d  # int64: no overflow for any stride
-                d_mask = cols_d < D
-                zr = tl.load(
-                    ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
-                    mask=row_mask[:, None] & d_mask[None, :],
-                    other=0.0,
-                )
-                zc = tl.load(
-                    ZC_ptr + offs_n[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
-                    mask=col_mask[:, None] & d_mask[None, :],
-                    other=0.0,
-                )
-                dots = tl.dot(zr, tl.trans(zc), dots, input_precision=DOT_PRECISION)
-        s = dots * scale
-        keep = offs_n[None, :] != row_ids[:, None]
-        if not EVEN_N:
-            keep = keep & col_mask[None, :]
-        s = tl.where(keep, s, float("-inf"))
-        # Online softmax. The first tile always holds a finite entry per row (C >= 2 columns, at most
-        # one of them masked as self), so m_new is finite and exp2(m_i - m_new) never sees -inf - -inf.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 1)
-        m_i = m_new
+    if SPLIT_MASKS:
+        lo1, hi1, lo2, hi2 = mask_windows(row_ids, row_mask, C, BLOCK_N, EVEN_N, False)
+        j_lo, j_hi = split_range(plain_tile_count(C, lo1, hi1, lo2, hi2, BLOCK_N), split, splits)
+        for j in range(j_lo, j_hi):
+            m_i, l_i = _softmax_tile(
+                zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
+                plain_tile_start(j, lo1, hi1, lo2, hi2, BLOCK_N), m_i, l_i, C, D,
+                stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
+                BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, True, EVEN_D, STATIC_SHIFT, False,
+                DOT_PRECISION,
+            )  # fmt: skip
+        k_lo, k_hi = split_range((hi1 - lo1) + (hi2 - lo2), split, splits)
+        for k in range(k_lo, k_hi):
+            m_i, l_i = _softmax_tile(
+                zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
+                window_tile_start(k, lo1, hi1, lo2, BLOCK_N), m_i, l_i, C, D,
+                stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
+                BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, STATIC_SHIFT, True,
+                DOT_PRECISION,
+            )  # fmt: skip
+    else:
+        # One loop, every tile masked: fewer live values where the split schedule spills.
+        t_lo, t_hi = split_range(tl.cdiv(C, BLOCK_N), split, splits)
+        for start_n in range(t_lo * BLOCK_N, t_hi * BLOCK_N, BLOCK_N):
+            m_i, l_i = _softmax_tile(
+                zr, ZR_ptr, ZC_ptr, offs_m, row_mask, row_ids, offs_d,
+                start_n, m_i, l_i, C, D,
+                stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
+                BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, STATIC_SHIFT, True,
+                DOT_PRECISION,
+            )  # fmt: skip
     lse = (m_i + tl.log2(l_i)) * LN2
 
-    # Positive logit: fp32 dot of each row with its positive, gathered by global index.
-    pos_ids = (row_ids + C // 2) % C
-    pos_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for start_d in range(0, D, BLOCK_D):
-        cols_d = start_d + offs_d
-        mask = row_mask[:, None] & (cols_d < D)[None, :]
-        zr_d = tl.load(
-            ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
-            mask=mask,
-            other=0.0,
-        )
-        zp_d = tl.load(
-            ZC_ptr + pos_ids[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
-            mask=mask,
-            other=0.0,
-        )
-        pos_dot += tl.sum(zr_d.to(tl.float32) * zp_d.to(tl.float32), 1)
+    # Partial log-sum-exp of this split's columns, [splits, M]: the launcher merges the splits.
+    tl.store(LSE_ptr + split.to(tl.int64) * M + offs_m, lse, mask=row_mask)
+    if split == 0:
+        # Positive logit: fp32 dot of each row with its positive, gathered by global index.
+        pos_ids = (row_ids + C // 2) % C
+        pos_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for start_d in range(0, D, BLOCK_D):
+            cols_d = start_d + offs_d
+            mask = row_mask[:, None] & (cols_d < D)[None, :]
+            zr_d = tl.load(
+                ZR_ptr + offs_m[:, None] * stride_zrm + cols_d[None, :] * stride_zrd,
+                mask=mask,
+                other=0.0,
+            )
+            zp_d = tl.load(
+                ZC_ptr + pos_ids[:, None] * stride_zcn + cols_d[None, :] * stride_zcd,
+                mask=mask,
+                other=0.0,
+            )
+            pos_dot += tl.sum(zr_d.to(tl.float32) * zp_d.to(tl.float32), 1)
 
-    tl.store(LSE_ptr + offs_m, lse, mask=row_mask)
-    tl.store(POS_LOGIT_ptr + offs_m, pos_dot * inv_temp, mask=row_mask)
+        tl.store(POS_LOGIT_ptr + offs_m, pos_dot * inv_temp, mask=row_mask)

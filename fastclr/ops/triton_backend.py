@@ -24,6 +24,9 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Above this inverse temperature exp(s - inv_temp) can underflow fp32 for anti-aligned rows, so the
 # backward falls back from one shared exponential per element to two (see kernels/nt_xent_backward.py).
 SHARED_EXP_MAX_INV_TEMP = 30.0
+# Up to this inverse temperature the forward shifts the logits by the static bound inv_temp instead of
+# a running max: every term exp(s - inv_temp) >= e^-60 stays a normal fp32 (kernels/nt_xent_forward.py).
+STATIC_SHIFT_MAX_INV_TEMP = 30.0
 
 
 def availability(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -86,6 +89,27 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
+def _split_masks(device: torch.device, operand: Tensor, dot_precision: str, block_d: int) -> bool:
+    """The tile schedule for this GPU (kernels/configs.py split_masks); the interpreter splits."""
+    from fastclr.kernels import configs
+
+    cc = None
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        cc = 10 * major + minor
+    return configs.split_masks(cc, operand.element_size(), dot_precision, block_d)
+
+
+def _column_splits(device: torch.device, rows: int, cols: int) -> int:
+    """Programs per row block (kernels/configs.py column_splits) for this GPU's SM count."""
+    from fastclr.kernels import configs
+
+    sms = None
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return configs.column_splits(rows, cols, sms)
+
+
 def _device_guard(device: torch.device):
     # Triton launches on the current CUDA device; make it the tensors' device.
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
@@ -118,16 +142,23 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     if num_rows == 0:
         return lse, pos_logit
     block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
+    precision = _dot_precision(zc_k.dtype)
+
+    splits = _column_splits(zr.device, num_rows, num_cols)
+    # Each column split writes its partial log-sum-exp; one split writes lse itself.
+    lse_parts = torch.empty(splits, num_rows, dtype=torch.float32, device=zr.device)
+    if splits == 1:
+        lse_parts = lse.view(1, num_rows)
 
     def grid(meta):
-        return (triton.cdiv(num_rows, meta["BLOCK_M"]),)
+        return (triton.cdiv(num_rows, meta["BLOCK_M"]), splits)
 
     with _device_guard(zr.device):
         nt_xent_forward_kernel[grid](
             zr_k,
             zc_k,
             row_ids.contiguous(),
-            lse,
+            lse_parts,
             pos_logit,
             num_rows,
             num_cols,
@@ -139,8 +170,12 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
             float(inv_temp),
             BLOCK_D=block_d,
             SINGLE_D=single_d,
-            DOT_PRECISION=_dot_precision(zc_k.dtype),
+            STATIC_SHIFT=float(inv_temp) <= STATIC_SHIFT_MAX_INV_TEMP,
+            SPLIT_MASKS=_split_masks(zr.device, zc_k, precision, block_d),
+            DOT_PRECISION=precision,
         )
+    if splits > 1:
+        torch.logsumexp(lse_parts, dim=0, out=lse)
     return lse, pos_logit
 
 
@@ -178,6 +213,7 @@ def backward_rows(
     if num_rows == 0:
         return grad
     block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
+    precision = _dot_precision(zc_k.dtype)
     shared_exp = float(inv_temp) <= SHARED_EXP_MAX_INV_TEMP
     scale_weights = zc_k.dtype == torch.float16
     # Per-column factor of the shared exponential, b_k = g_k exp(inv_temp - lse_k), computed once
@@ -187,8 +223,18 @@ def backward_rows(
     # fp16 weights are scaled per row by max|g| (a [1] tensor: no host sync).
     g_max = g_c.abs().amax().reshape(1) if scale_weights else g_c
 
+    splits = _column_splits(zr.device, num_rows, num_cols)
+    # Each column split writes its partial gradient; one split writes grad itself.
+    parts = grad.unsqueeze(0)
+    if splits > 1:
+        parts = torch.empty(splits, *grad.shape, dtype=torch.float32, device=zr.device)
+
     def grid(meta):
-        return (triton.cdiv(num_rows, meta["BLOCK_M"]), triton.cdiv(num_features, block_d))
+        return (
+            triton.cdiv(num_rows, meta["BLOCK_M"]),
+            triton.cdiv(num_features, block_d),
+            splits,
+        )
 
     with _device_guard(zr.device):
         nt_xent_backward_kernel[grid](
@@ -199,7 +245,7 @@ def backward_rows(
             g_c,
             col_w,
             g_max,
-            grad,
+            parts,
             num_rows,
             num_cols,
             num_features,
@@ -207,13 +253,17 @@ def backward_rows(
             zr_k.stride(1),
             zc_k.stride(0),
             zc_k.stride(1),
-            grad.stride(0),
-            grad.stride(1),
+            parts.stride(0),
+            parts.stride(1),
+            parts.stride(2),
             float(inv_temp),
             BLOCK_D=block_d,
             SINGLE_D=single_d,
             SHARED_EXP=shared_exp,
             SCALE_WEIGHTS=scale_weights,
-            DOT_PRECISION=_dot_precision(zc_k.dtype),
+            SPLIT_MASKS=_split_masks(zr.device, zc_k, precision, block_d),
+            DOT_PRECISION=precision,
         )
+    if splits > 1:
+        torch.sum(parts, dim=0, out=grad)
     return grad

@@ -25,6 +25,7 @@ from fastclr.bench.static import roofline
 from fastclr.bench.static.arches import ARCHES
 from fastclr.bench.static.cases import ELEM_BYTES, PRECISIONS, Case, Selection, cases
 from fastclr.bench.static.occupancy import ctas_per_sm
+from fastclr.bench.static.render import pick_order
 from fastclr.bench.static.toolchain import require_tools
 from fastclr.bench.static.triton_compile import (
     CompileKey,
@@ -33,6 +34,7 @@ from fastclr.bench.static.triton_compile import (
     worker_environment,
 )
 from fastclr.errors import UsageError
+from fastclr.kernels import configs
 
 SCHEMA = "fastclr-static/1"
 ANALYSIS_VERSION = 2  # bump when the SASS reading changes: invalidates cached records
@@ -173,6 +175,9 @@ def derive(case: Case, record: dict) -> dict:
     )
     if case.arch == 90 and row["fits"]:
         grid_d = 1 if case.kernel == "forward" else -(-case.dim // case.block_d)
+        splits = configs.column_splits(case.rows, case.rows, roofline.SMS)
+        tiles = -(-case.rows // block_n)
+        row["column_splits"] = splits
         hbm = _hbm_bytes(
             case.kernel, case.rows, case.dim, ELEM_BYTES[PRECISIONS[case.precision][0]]
         )
@@ -181,14 +186,15 @@ def derive(case: Case, record: dict) -> dict:
                 key: round(value, 2)
                 for key, value in roofline.kernel_estimate_us(
                     precision=case.precision,
-                    ctas=-(-case.rows // block_m) * grid_d,
-                    tiles_per_cta=-(-case.rows // block_n),
+                    ctas=-(-case.rows // block_m) * grid_d * splits,
+                    tiles_per_cta=-(-tiles // splits),
                     num_warps=warps,
                     instructions=instructions,
                     mufu_ex2=mufu,
                     mma_flops=flops,
                     hbm_bytes=hbm,
                     gpu=gpu,
+                    resident_ctas=ctas,
                 ).items()
             }
             for gpu in roofline.GPUS
@@ -213,14 +219,15 @@ def derive(case: Case, record: dict) -> dict:
 
 def mark_predicted_picks(rows: list[dict]) -> None:
     """Flag, per (arch, kernel, precision, D, 2N), the kept config with the lowest serialized
-    H100 estimate: the roofline's guess at what the autotuner picks (sm_90 only)."""
+    H100 estimate (ties: the fewer instructions per score element, which leave the scheduler more
+    room): the roofline's guess at what the autotuner picks (sm_90 only)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("estimate") and row["kept"]:
             key = (row["cc"], row["kernel"], row["precision"], row["dim"], row["rows"])
             groups.setdefault(key, []).append(row)
     for members in groups.values():
-        best = min(members, key=lambda r: r["estimate"]["H100 SXM"]["serialized_us"])
+        best = min(members, key=pick_order)
         best["predicted_pick"] = True
 
 

@@ -10,7 +10,7 @@ import triton
 from fastclr.bench.static.arches import ARCHES, SMEM_LIMITS
 from fastclr.bench.static.triton_compile import CompileKey
 from fastclr.kernels import configs
-from fastclr.ops.triton_backend import SHARED_EXP_MAX_INV_TEMP
+from fastclr.ops.triton_backend import SHARED_EXP_MAX_INV_TEMP, STATIC_SHIFT_MAX_INV_TEMP
 
 KERNELS = ("forward", "backward")
 # precision label -> (operand dtype, DOT_PRECISION)
@@ -67,7 +67,9 @@ def config_list(kernel: str) -> list[triton.Config]:
     return configs.forward_configs() if kernel == "forward" else configs.backward_configs()
 
 
-def launch_constexprs(kernel: str, precision: str, dim: int, rows: int, block_n: int) -> dict:
+def launch_constexprs(
+    kernel: str, precision: str, dim: int, rows: int, block_n: int, cc: int
+) -> dict:
     """The constexprs the launcher passes (and its heuristics derive) for a single-GPU launch:
     M = C = 2N rows, contiguous operands."""
     dtype, dot_precision = PRECISIONS[precision]
@@ -76,6 +78,9 @@ def launch_constexprs(kernel: str, precision: str, dim: int, rows: int, block_n:
     if kernel == "backward":
         values["SHARED_EXP"] = 1 / TEMPERATURE <= SHARED_EXP_MAX_INV_TEMP
         values["SCALE_WEIGHTS"] = dtype == "fp16"
+    else:
+        values["STATIC_SHIFT"] = 1 / TEMPERATURE <= STATIC_SHIFT_MAX_INV_TEMP
+    values["SPLIT_MASKS"] = configs.split_masks(cc, ELEM_BYTES[dtype], dot_precision, block_d)
     args = {"M": rows, "C": rows, "D": dim, "BLOCK_N": block_n, **values}
     for name, rule in _heuristics(kernel).items():
         values[name] = bool(rule(args))
@@ -109,7 +114,9 @@ def cases(selection: Selection) -> list[Case]:
                     for rows in selection.rows:
                         for config in pool:
                             block_m, block_n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                            constexprs = launch_constexprs(kernel, precision, dim, rows, block_n)
+                            constexprs = launch_constexprs(
+                                kernel, precision, dim, rows, block_n, cc
+                            )
                             key = CompileKey(
                                 kernel,
                                 dtype,

@@ -11,6 +11,11 @@ ESTIMATE_NOTE = (
 )
 
 
+def pick_order(row: dict) -> tuple[float, float]:
+    """Sort key of the model's pick: serialized H100 estimate, then instructions per element."""
+    return row["estimate"]["H100 SXM"]["serialized_us"], row["instructions_per_element"]
+
+
 def _compiles(env: dict) -> str:
     stats = env.get("compiles", {})
     return f"{stats.get('total', '?')} Triton compiles, {stats.get('cached', '?')} from the cache"
@@ -43,7 +48,7 @@ def headline_lines(document: dict) -> list[str]:
     ]
     for row in sorted(
         headline_rows(document),
-        key=lambda r: (r["kernel"] != "forward", r["estimate"]["H100 SXM"]["serialized_us"]),
+        key=lambda r: (r["kernel"] != "forward", *pick_order(r)),
     ):
         if not row["kept"]:
             continue
