@@ -31,6 +31,7 @@ CHUNK_BLOCK_D = 64
 _FALLBACK_CONFIGS = {
     "forward": [(32, 32, 4, 2)],
     "backward": [(32, 32, 4, 2)],
+    "weights": [(32, 32, 4, 2)],
 }
 # Shared memory beyond the operand tiles: reduction scratch (up to 1 KiB) and, on sm_90, 1 KiB of
 # static shared memory (barriers) that counts against the same per-block limit.
@@ -91,6 +92,23 @@ def backward_configs() -> list[triton.Config]:
     ]
 
 
+def weights_configs() -> list[triton.Config]:
+    """The large-D weights kernel (kernels/nt_xent_weights.py): a score tile over D in CHUNK_BLOCK_D
+    chunks and one store, the forward's shapes."""
+    if INTERPRET:
+        return [_config(32, 64, 4, 1)]
+    return [
+        _config(block_m, block_n, num_warps, num_stages)
+        for block_m, block_n, num_warps, num_stages in [
+            (128, 128, 8, 3),
+            (128, 64, 4, 3),
+            (64, 128, 4, 3),
+            (64, 64, 4, 3),
+            *_FALLBACK_CONFIGS["weights"],
+        ]
+    ]
+
+
 def _key(config: triton.Config) -> tuple[int, int, int, int]:
     return (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
 
@@ -109,7 +127,7 @@ def shared_memory_bytes(
     Single-D: `num_stages` pipelined [BLOCK_N, BLOCK_D] column tiles + the resident [BLOCK_M, BLOCK_D]
     row tile. Chunked D: row and column chunks are both pipelined. fp32 with tf32x3 stages one more
     row + column tile (the hi/lo split); the backward may stage its [BLOCK_M, BLOCK_N] weight tile as
-    fp32 for the layout change before the second product."""
+    fp32 for the layout change before the second product (the weights kernel, before its store)."""
     block_m, block_n, _, num_stages = _key(config)
     stages = max(num_stages, 1)
     row = block_m * block_d * elem_bytes
@@ -117,7 +135,7 @@ def shared_memory_bytes(
     need = stages * col + row if single_d else stages * (col + row)
     if elem_bytes == 4 and dot_precision == "tf32x3":
         need += col + row
-    if kernel == "backward":
+    if kernel in ("backward", "weights"):
         need += block_m * block_n * 4
     return need + _SCRATCH_BYTES
 
@@ -179,6 +197,19 @@ def prune_forward(configs, named_args, **kwargs):
     """early_config_prune for the forward kernel: keep the configs that fit the device's shared
     memory."""
     return _prune(configs, named_args, "forward", **kwargs)
+
+
+def prune_weights(configs, named_args, **kwargs):
+    """early_config_prune for the large-D weights kernel (chunked D, the forward's shared memory)."""
+    return fitting_configs(
+        configs,
+        "weights",
+        block_d=kwargs["BLOCK_D"],
+        single_d=False,
+        elem_bytes=named_args["ZC_ptr"].element_size(),
+        dot_precision=kwargs["DOT_PRECISION"],
+        smem_limit=device_smem_limit(named_args["ZC_ptr"].device),
+    )
 
 
 def prune_backward(configs, named_args, **kwargs):

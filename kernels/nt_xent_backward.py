@@ -50,6 +50,120 @@ MIN_WEIGHT_BOUND = tl.constexpr(2.0**-86)  # caps the fp16 weight scale at 2^14 
 
 
 @triton.jit
+def row_factors(
+    LSE_ptr,
+    G_ptr,
+    G_MAX_ptr,
+    row_ids,
+    pos_ids,
+    row_mask,
+    scale,
+    SHARED_EXP: tl.constexpr,
+    SCALE_WEIGHTS: tl.constexpr,
+):
+    """Per-row values of the weights: (lse_r in base 2, g_r, g_r + g_pos, b_r, and the fp16 weight
+    scale and its inverse; None where unused)."""
+    lse_r = tl.load(LSE_ptr + row_ids) * LOG2E
+    g_r = tl.load(G_ptr + row_ids)
+    g_pos_pair = g_r + tl.load(G_ptr + pos_ids)
+    b_r = g_r * tl.exp2(scale - lse_r) if SHARED_EXP else None  # = COL_W[row_ids] when loaded
+    w_scale = None
+    w_unscale = None
+    if SCALE_WEIGHTS:
+        # Rows past M get zero weights: their s = 0 may exceed lse_r, where w is not bounded.
+        g_bound = tl.abs(g_r) + tl.load(G_MAX_ptr)
+        scalable = row_mask & (g_bound > 0)
+        # The scale is capped at 2^100 like the CUDA kernel's shift: WEIGHT_RANGE / g_bound overflows
+        # fp32 for g_bound < ~4.8e-35, and an infinite scale makes the zero self weight 0·inf = NaN.
+        g_bound = tl.maximum(g_bound, MIN_WEIGHT_BOUND)
+        w_scale = tl.where(scalable, WEIGHT_RANGE / g_bound, 0.0)
+        w_unscale = tl.where(scalable, g_bound / WEIGHT_RANGE, 0.0)
+
+    return lse_r, g_r, g_pos_pair, b_r, w_scale, w_unscale
+
+
+@triton.jit
+def column_factors(
+    LSE_ptr,
+    G_ptr,
+    offs_n,
+    C,
+    EVEN_N: tl.constexpr,
+    SHARED_EXP: tl.constexpr,
+    SCALE_WEIGHTS: tl.constexpr,
+):
+    """(lse_c in base 2, g_c) of the columns offs_n where the weights need them (None where the
+    launcher's per-column factor replaces them)."""
+    # Columns past C load zero rows and get zero weight (their s = 0 may exceed lse_r, where the
+    # shared exponential's bound on w does not hold).
+    if SHARED_EXP and not SCALE_WEIGHTS:
+        lse_c = None  # b_c is loaded next to its use (fewer registers held across the product)
+        g_c = None
+    elif EVEN_N:
+        lse_c = tl.load(LSE_ptr + offs_n) * LOG2E
+        g_c = tl.load(G_ptr + offs_n)
+    else:
+        lse_c = tl.load(LSE_ptr + offs_n, mask=offs_n < C, other=0.0) * LOG2E
+        g_c = tl.load(G_ptr + offs_n, mask=offs_n < C, other=0.0)
+    return lse_c, g_c
+
+
+@triton.jit
+def weight_tile(
+    dots,
+    offs_n,
+    start_n,
+    row_ids,
+    pos_ids,
+    COL_W_ptr,
+    lse_c,
+    g_c,
+    b_r,
+    lse_r,
+    g_r,
+    g_pos_pair,
+    w_scale,
+    C,
+    scale,
+    BLOCK_N: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    SHARED_EXP: tl.constexpr,
+    SCALE_WEIGHTS: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """fp32 [BLOCK_M, BLOCK_N] weights w_ik of the column tile at start_n (columns offs_n) from its
+    products dots = <zr_i, zc_k> (module docstring); fp16 weights come scaled by w_scale. MASKED: the
+    tile may hold a self or positive column (and, unless EVEN_N, columns past C), compared in int32
+    relative to start_n."""
+    s = dots * scale
+    if SHARED_EXP:
+        if SCALE_WEIGHTS:
+            b_c = g_c * tl.exp2(scale - lse_c)
+        elif EVEN_N:
+            b_c = tl.load(COL_W_ptr + offs_n)
+        else:
+            b_c = tl.load(COL_W_ptr + offs_n, mask=offs_n < C, other=0.0)
+        w = tl.exp2(s - scale) * (b_r[:, None] + b_c[None, :])
+    else:
+        # s_ik <= lse of both rows except in the self column (zeroed below): clamping keeps
+        # that column finite instead of overflowing exp2.
+        p_row = tl.exp2(tl.minimum(s - lse_r[:, None], 0.0))
+        p_col = tl.exp2(tl.minimum(s - lse_c[None, :], 0.0))
+        w = g_r[:, None] * p_row + g_c[None, :] * p_col
+    if MASKED:
+        cols = tl.arange(0, BLOCK_N)[None, :]
+        is_pos = cols == (pos_ids - start_n).to(tl.int32)[:, None]
+        w = tl.where(is_pos, w - g_pos_pair[:, None], w)
+        drop = cols == (row_ids - start_n).to(tl.int32)[:, None]
+        if not EVEN_N:
+            drop = drop | (cols >= C - start_n)
+        w = tl.where(drop, 0.0, w)
+    if SCALE_WEIGHTS:
+        w = w * w_scale[:, None]
+    return w
+
+
+@triton.jit
 def _gradient_tile(
     acc,
     zr,
@@ -91,16 +205,9 @@ def _gradient_tile(
     """acc + w·zc for the column tile at start_n. MASKED: the tile may hold a self or positive column
     (and, unless EVEN_N, columns past C), compared in int32 relative to start_n."""
     offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)  # int64 for any start_n
-    # Columns past C load zero rows and get zero weight (their s = 0 may exceed lse_r, where the
-    # shared exponential's bound on w does not hold).
-    if SHARED_EXP and not SCALE_WEIGHTS:
-        pass  # b_c is loaded next to its use (fewer registers held across the product)
-    elif EVEN_N:
-        lse_c = tl.load(LSE_ptr + offs_n) * LOG2E
-        g_c = tl.load(G_ptr + offs_n)
-    else:
-        lse_c = tl.load(LSE_ptr + offs_n, mask=offs_n < C, other=0.0) * LOG2E
-        g_c = tl.load(G_ptr + offs_n, mask=offs_n < C, other=0.0)
+    lse_c, g_c = column_factors(
+        LSE_ptr, G_ptr, offs_n, C, EVEN_N, SHARED_EXP, SCALE_WEIGHTS
+    )  # fmt: skip
     if SINGLE_D:
         zc = load_column_tile(ZC_ptr, offs_n, offs_d, C, D, stride_zcn, stride_zcd, EVEN_N, EVEN_D)
         dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
@@ -111,31 +218,10 @@ def _gradient_tile(
             BLOCK_M, BLOCK_N, BLOCK_D, EVEN_N, DOT_PRECISION,
         )  # fmt: skip
         zc = load_column_tile(ZC_ptr, offs_n, offs_out, C, D, stride_zcn, stride_zcd, EVEN_N, False)
-    s = dots * scale
-    if SHARED_EXP:
-        if SCALE_WEIGHTS:
-            b_c = g_c * tl.exp2(scale - lse_c)
-        elif EVEN_N:
-            b_c = tl.load(COL_W_ptr + offs_n)
-        else:
-            b_c = tl.load(COL_W_ptr + offs_n, mask=offs_n < C, other=0.0)
-        w = tl.exp2(s - scale) * (b_r[:, None] + b_c[None, :])
-    else:
-        # s_ik <= lse of both rows except in the self column (zeroed below): clamping keeps
-        # that column finite instead of overflowing exp2.
-        p_row = tl.exp2(tl.minimum(s - lse_r[:, None], 0.0))
-        p_col = tl.exp2(tl.minimum(s - lse_c[None, :], 0.0))
-        w = g_r[:, None] * p_row + g_c[None, :] * p_col
-    if MASKED:
-        cols = tl.arange(0, BLOCK_N)[None, :]
-        is_pos = cols == (pos_ids - start_n).to(tl.int32)[:, None]
-        w = tl.where(is_pos, w - g_pos_pair[:, None], w)
-        drop = cols == (row_ids - start_n).to(tl.int32)[:, None]
-        if not EVEN_N:
-            drop = drop | (cols >= C - start_n)
-        w = tl.where(drop, 0.0, w)
-    if SCALE_WEIGHTS:
-        w = w * w_scale[:, None]
+    w = weight_tile(
+        dots, offs_n, start_n, row_ids, pos_ids, COL_W_ptr, lse_c, g_c, b_r, lse_r, g_r,
+        g_pos_pair, w_scale, C, scale, BLOCK_N, EVEN_N, SHARED_EXP, SCALE_WEIGHTS, MASKED,
+    )  # fmt: skip
     return tl.dot(w.to(zc.dtype), zc, acc, input_precision=DOT_PRECISION)
 
 
@@ -195,20 +281,9 @@ def nt_xent_backward_kernel(
     out_mask = offs_out < D
     scale = inv_temp * LOG2E  # logits in base 2
 
-    lse_r = tl.load(LSE_ptr + row_ids) * LOG2E
-    g_r = tl.load(G_ptr + row_ids)
-    g_pos_pair = g_r + tl.load(G_ptr + pos_ids)
-    b_r = g_r * tl.exp2(scale - lse_r) if SHARED_EXP else None  # = COL_W[row_ids] when loaded
-    w_scale = None
-    if SCALE_WEIGHTS:
-        # Rows past M get zero weights: their s = 0 may exceed lse_r, where w is not bounded.
-        g_bound = tl.abs(g_r) + tl.load(G_MAX_ptr)
-        scalable = row_mask & (g_bound > 0)
-        # The scale is capped at 2^100 like the CUDA kernel's shift: WEIGHT_RANGE / g_bound overflows
-        # fp32 for g_bound < ~4.8e-35, and an infinite scale makes the zero self weight 0·inf = NaN.
-        g_bound = tl.maximum(g_bound, MIN_WEIGHT_BOUND)
-        w_scale = tl.where(scalable, WEIGHT_RANGE / g_bound, 0.0)
-        w_unscale = tl.where(scalable, g_bound / WEIGHT_RANGE, 0.0)
+    lse_r, g_r, g_pos_pair, b_r, w_scale, w_unscale = row_factors(
+        LSE_ptr, G_ptr, G_MAX_ptr, row_ids, pos_ids, row_mask, scale, SHARED_EXP, SCALE_WEIGHTS
+    )
 
     if SINGLE_D:
         zr_ptrs = ZR_ptr + offs_m[:, None] * stride_zrm + offs_d[None, :] * stride_zrd

@@ -145,3 +145,29 @@ def test_split_rule(cc, elem_bytes: int, precision: str, block_d: int, split: bo
 )
 def test_column_split_rule(rows: int, cols: int, sms, splits: int) -> None:
     assert configs.column_splits(rows, cols, sms) == splits
+
+
+@pytest.mark.parametrize(
+    ("dtype", "temperature"), [(torch.float32, 0.1), (torch.float16, 0.2), (torch.float32, 0.02)]
+)
+@pytest.mark.parametrize("rectangular", [False, True])
+def test_large_d_slab_backward(
+    dtype: torch.dtype, temperature: float, rectangular: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The large-D backward (weights slab + one matmul) against the float64 spec. The thresholds are
+    lowered so D = 130 takes it under the interpreter, over several slabs of 16 rows (the last one
+    partial); both exponential paths, fp16 weight scaling, a rectangular subset of rows."""
+    monkeypatch.setattr(triton_backend, "SLAB_MIN_FEATURES", 100)
+    monkeypatch.setattr(triton_backend, "SLAB_MIN_ROWS", 16)
+    launched = []
+    real = triton_backend._backward_by_slabs
+    monkeypatch.setattr(
+        triton_backend, "_backward_by_slabs", lambda *a: launched.append(1) or real(*a)
+    )
+    num_cols, d = 70, 130
+    zc = unit_rows(num_cols, d, dtype)
+    row_ids = torch.arange(num_cols, device=DEVICE)
+    if rectangular:
+        row_ids = torch.randperm(num_cols, device=DEVICE)[:37]
+    assert_primitives_match(zc[row_ids], zc, row_ids, 1.0 / temperature, dtype)
+    assert launched

@@ -29,6 +29,13 @@ SHARED_EXP_MAX_INV_TEMP = 30.0
 STATIC_SHIFT_MAX_INV_TEMP = 30.0
 
 
+# From this many features on the backward writes the weights of a slab of rows and multiplies them by
+# zc in one matmul (kernels/nt_xent_weights.py) instead of recomputing every score tile per output
+# slice: 4·M·C·D tensor flops instead of (D / 64 + 1)·2·M·C·D.
+SLAB_MIN_FEATURES = 512
+SLAB_MIN_ROWS = 256  # a slab has max(D, this) rows: W [rows, C] is about the size of zc [C, D]
+
+
 def availability(device: torch.device, dtype: torch.dtype) -> str | None:
     """None if the triton backend can run on (device, dtype), else the reason it cannot."""
     if dtype not in SUPPORTED_DTYPES:
@@ -223,6 +230,10 @@ def backward_rows(
     # fp16 weights are scaled per row by max|g| (a [1] tensor: no host sync).
     g_max = g_c.abs().amax().reshape(1) if scale_weights else g_c
 
+    if num_features >= SLAB_MIN_FEATURES:
+        slab_args = (zr_k, zc_k, row_ids.contiguous(), lse_c, g_c, col_w, g_max, float(inv_temp))
+        _backward_by_slabs(*slab_args, grad, shared_exp, scale_weights, precision)
+        return grad
     splits = _column_splits(zr.device, num_rows, num_cols)
     # Each column split writes its partial gradient; one split writes grad itself.
     parts = grad.unsqueeze(0)
@@ -267,3 +278,77 @@ def backward_rows(
     if splits > 1:
         torch.sum(parts, dim=0, out=grad)
     return grad
+
+
+def _backward_by_slabs(
+    zr: Tensor,
+    zc: Tensor,
+    row_ids: Tensor,
+    lse_c: Tensor,
+    g_c: Tensor,
+    col_w: Tensor,
+    g_max: Tensor,
+    inv_temp: float,
+    grad: Tensor,
+    shared_exp: bool,
+    scale_weights: bool,
+    precision: str,
+) -> None:
+    """grad [M, D] fp32 slab by slab: the weights kernel writes W [rows, C] in the operand dtype, one
+    matmul W·zc accumulates in fp32. A slab has about D rows, so W is about the size of zc."""
+    import triton
+
+    from fastclr.kernels import configs
+    from fastclr.kernels.nt_xent_weights import nt_xent_weights_kernel
+
+    num_rows, num_features = zr.shape
+    num_cols = zc.shape[0]
+    slab_rows = min(num_rows, max(num_features, SLAB_MIN_ROWS))
+    weights = torch.empty(slab_rows, num_cols, dtype=zc.dtype, device=zc.device)
+    unscale = torch.empty(slab_rows if scale_weights else 1, dtype=torch.float32, device=zc.device)
+    for start in range(0, num_rows, slab_rows):
+        rows = min(slab_rows, num_rows - start)
+        zr_slab = zr[start : start + rows]
+
+        def grid(meta, rows=rows):
+            return (triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(num_cols, meta["BLOCK_N"]))
+
+        with _device_guard(zr.device):
+            nt_xent_weights_kernel[grid](
+                zr_slab,
+                zc,
+                row_ids[start : start + rows],
+                lse_c,
+                g_c,
+                col_w,
+                g_max,
+                weights,
+                unscale,
+                rows,
+                num_cols,
+                num_features,
+                zr_slab.stride(0),
+                zr_slab.stride(1),
+                zc.stride(0),
+                zc.stride(1),
+                weights.stride(0),
+                weights.stride(1),
+                inv_temp,
+                BLOCK_D=configs.CHUNK_BLOCK_D,
+                SHARED_EXP=shared_exp,
+                SCALE_WEIGHTS=scale_weights,
+                DOT_PRECISION=precision,
+            )
+        out = grad[start : start + rows]
+        out.copy_(_fp32_product(weights[:rows], zc))
+        if scale_weights:
+            out.mul_(unscale[:rows, None])
+        out.mul_(inv_temp)
+
+
+def _fp32_product(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b accumulated and returned in fp32: cuBLAS takes fp16/bf16 operands with an fp32 output
+    on CUDA; fp32 operands follow torch's matmul precision, as the kernels' DOT_PRECISION does."""
+    if a.device.type == "cuda" and a.dtype in (torch.float16, torch.bfloat16):
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return torch.mm(a.float(), b.float())
