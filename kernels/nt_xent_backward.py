@@ -62,13 +62,14 @@ def row_factors(
     SCALE_WEIGHTS: tl.constexpr,
 ):
     """Per-row values of the weights: (lse_r in base 2, g_r, g_r + g_pos, b_r, and the fp16 weight
-    scale and its inverse; None where unused)."""
+    scale and its inverse; placeholders where unused)."""
     lse_r = tl.load(LSE_ptr + row_ids) * LOG2E
     g_r = tl.load(G_ptr + row_ids)
     g_pos_pair = g_r + tl.load(G_ptr + pos_ids)
-    b_r = g_r * tl.exp2(scale - lse_r) if SHARED_EXP else None  # = COL_W[row_ids] when loaded
-    w_scale = None
-    w_unscale = None
+    # Unused values are placeholders (a @triton.jit function cannot return None); the compiler drops them.
+    b_r = g_r * tl.exp2(scale - lse_r) if SHARED_EXP else g_r  # = COL_W[row_ids] when loaded
+    w_scale = g_r
+    w_unscale = g_r
     if SCALE_WEIGHTS:
         # Rows past M get zero weights: their s = 0 may exceed lse_r, where w is not bounded.
         g_bound = tl.abs(g_r) + tl.load(G_MAX_ptr)
@@ -92,13 +93,14 @@ def column_factors(
     SHARED_EXP: tl.constexpr,
     SCALE_WEIGHTS: tl.constexpr,
 ):
-    """(lse_c in base 2, g_c) of the columns offs_n where the weights need them (None where the
-    launcher's per-column factor replaces them)."""
+    """(lse_c in base 2, g_c) of the columns offs_n where the weights need them (placeholders where
+    the launcher's per-column factor replaces them)."""
     # Columns past C load zero rows and get zero weight (their s = 0 may exceed lse_r, where the
     # shared exponential's bound on w does not hold).
     if SHARED_EXP and not SCALE_WEIGHTS:
-        lse_c = None  # b_c is loaded next to its use (fewer registers held across the product)
-        g_c = None
+        # b_c is loaded next to its use (fewer registers held across the product); placeholders.
+        lse_c = 0.0
+        g_c = 0.0
     elif EVEN_N:
         lse_c = tl.load(LSE_ptr + offs_n) * LOG2E
         g_c = tl.load(G_ptr + offs_n)
@@ -209,15 +211,19 @@ def _gradient_tile(
         LSE_ptr, G_ptr, offs_n, C, EVEN_N, SHARED_EXP, SCALE_WEIGHTS
     )  # fmt: skip
     if SINGLE_D:
-        zc = load_column_tile(ZC_ptr, offs_n, offs_d, C, D, stride_zcn, stride_zcd, EVEN_N, EVEN_D)
+        zc = load_column_tile(
+            ZC_ptr, start_n, offs_d, C, D, stride_zcn, stride_zcd, BLOCK_N, EVEN_N, EVEN_D
+        )
         dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
     else:
         dots = chunked_dots(
-            ZR_ptr, ZC_ptr, offs_m, row_mask, offs_n, offs_d, C, D,
+            ZR_ptr, ZC_ptr, offs_m, row_mask, start_n, offs_d, C, D,
             stride_zrm, stride_zrd, stride_zcn, stride_zcd,
             BLOCK_M, BLOCK_N, BLOCK_D, EVEN_N, DOT_PRECISION,
         )  # fmt: skip
-        zc = load_column_tile(ZC_ptr, offs_n, offs_out, C, D, stride_zcn, stride_zcd, EVEN_N, False)
+        zc = load_column_tile(
+            ZC_ptr, start_n, offs_out, C, D, stride_zcn, stride_zcd, BLOCK_N, EVEN_N, False
+        )
     w = weight_tile(
         dots, offs_n, start_n, row_ids, pos_ids, COL_W_ptr, lse_c, g_c, b_r, lse_r, g_r,
         g_pos_pair, w_scale, C, scale, BLOCK_N, EVEN_N, SHARED_EXP, SCALE_WEIGHTS, MASKED,

@@ -74,13 +74,14 @@ def _softmax_tile(
     """Update of the softmax state (m_i, l_i) with the column tile at start_n (with STATIC_SHIFT m_i
     stays the static shift). MASKED: the tile may hold a self column (and, unless EVEN_N, columns past
     C), compared in int32 relative to start_n."""
-    offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)  # int64 for any start_n
     if SINGLE_D:
-        zc = load_column_tile(ZC_ptr, offs_n, offs_d, C, D, stride_zcn, stride_zcd, EVEN_N, EVEN_D)
+        zc = load_column_tile(
+            ZC_ptr, start_n, offs_d, C, D, stride_zcn, stride_zcd, BLOCK_N, EVEN_N, EVEN_D
+        )
         dots = tl.dot(zr, tl.trans(zc), input_precision=DOT_PRECISION)
     else:
         dots = chunked_dots(
-            ZR_ptr, ZC_ptr, offs_m, row_mask, offs_n, offs_d, C, D,
+            ZR_ptr, ZC_ptr, offs_m, row_mask, start_n, offs_d, C, D,
             stride_zrm, stride_zrd, stride_zcn, stride_zcd,
             BLOCK_M, BLOCK_N, BLOCK_D, EVEN_N, DOT_PRECISION,
         )  # fmt: skip

@@ -93,18 +93,25 @@ def split_range(count, split, splits):
 @triton.jit
 def load_column_tile(
     ZC_ptr,
-    offs_n,
+    start_n,
     cols_d,
     C,
     D,
     stride_zcn,
     stride_zcd,
+    BLOCK_N: tl.constexpr,
     EVEN_N: tl.constexpr,
     EVEN_D: tl.constexpr,
 ):
-    """[BLOCK_N, BLOCK_D] column rows offs_n (int64) at features cols_d (int64), zero outside C x D;
-    EVEN_N / EVEN_D promise that no bound needs a mask."""
-    ptrs = ZC_ptr + offs_n[:, None] * stride_zcn + cols_d[None, :] * stride_zcd
+    """[BLOCK_N, BLOCK_D] column rows start_n ... start_n + BLOCK_N - 1 at features cols_d (int64),
+    zero outside C x D; EVEN_N / EVEN_D promise that no bound needs a mask."""
+    # The tile's first row as one scalar pointer plus offsets that do not change from tile to tile:
+    # the compiler keeps the offsets out of the loop instead of multiplying every row index again.
+    rows = tl.arange(0, BLOCK_N).to(tl.int64)
+    offs_n = start_n + rows
+    ptrs = (ZC_ptr + tl.cast(start_n, tl.int64) * stride_zcn) + (
+        rows[:, None] * stride_zcn + cols_d[None, :] * stride_zcd
+    )
     if EVEN_N & EVEN_D:
         tile = tl.load(ptrs)
     elif EVEN_D:
@@ -122,7 +129,7 @@ def chunked_dots(
     ZC_ptr,
     offs_m,
     row_mask,
-    offs_n,
+    start_n,
     offs_d,
     C,
     D,
@@ -146,6 +153,8 @@ def chunked_dots(
             mask=row_mask[:, None] & (cols_d < D)[None, :],
             other=0.0,
         )
-        zc = load_column_tile(ZC_ptr, offs_n, cols_d, C, D, stride_zcn, stride_zcd, EVEN_N, False)
+        zc = load_column_tile(
+            ZC_ptr, start_n, cols_d, C, D, stride_zcn, stride_zcd, BLOCK_N, EVEN_N, False
+        )
         dots = tl.dot(zr, tl.trans(zc), dots, input_precision=DOT_PRECISION)
     return dots

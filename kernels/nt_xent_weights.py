@@ -73,7 +73,7 @@ def nt_xent_weights_kernel(
     offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
     lse_c, g_c = column_factors(LSE_ptr, G_ptr, offs_n, C, EVEN_N, SHARED_EXP, SCALE_WEIGHTS)
     dots = chunked_dots(
-        ZR_ptr, ZC_ptr, offs_m, row_mask, offs_n, offs_d, C, D,
+        ZR_ptr, ZC_ptr, offs_m, row_mask, start_n, offs_d, C, D,
         stride_zrm, stride_zrd, stride_zcn, stride_zcd,
         BLOCK_M, BLOCK_N, BLOCK_D, EVEN_N, DOT_PRECISION,
     )  # fmt: skip
