@@ -15,6 +15,12 @@ One change from SwAV's code: the scores' global maximum is subtracted before the
 exp(-max S / ε) cancels exactly: the codes are mathematically identical, but SwAV's exp(S / ε)
 overflows fp32 once S / ε > 88 (S > 4.4 at ε = 0.05), and this form cannot overflow.
 
+Range. Both forms need every sample's and every prototype's best entry exp((s - max S) / ε) to stay
+a normal float after the division by the sum (at most B·K): the best score of each must lie within
+(87 - ln(B·K))·ε of the largest score in fp32 (71·ε at B = 4096, K = 3000; ~700·ε in fp64). Cosine
+scores, as SwAV's, span at most 2 = 40·ε at ε = 0.05. Outside that range sinkhorn_knopp raises
+rather than return NaN or wrong codes.
+
 Batch convention. The equipartition gives every prototype B/K of the B samples' unit masses; with
 B < K (SwAV: K = 3000 prototypes, so small batches add a queue of past features to the scores) the
 codes cannot be near one-hot and are softer, which is allowed here. A global batch of one sample is
@@ -73,23 +79,28 @@ def sinkhorn_knopp(
         [B, K] codes of this rank's samples, fp32 (fp64 for fp64 scores), no grad.
 
     Raises UsageError for a batch of one sample, K < 2, bad epsilon/iterations, and (after the
-    computation, one host sync) for non-finite scores or scores that span more than the dtype's
-    exp range at this epsilon (about 87·ε in fp32), which would otherwise give NaN codes.
+    computation, one host sync, on every rank alike) for non-finite scores or scores outside the
+    range of the module docstring.
     """
     world = distributed_world_size() if distributed else 1
     check_sinkhorn_arguments(scores, epsilon, iterations, world)
     work = scores.double() if scores.dtype == torch.float64 else scores.float()
-    top = work.max()
+    prototype_top = work.max(dim=0).values  # [K] best score of each prototype
     if world > 1:
-        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+        dist.all_reduce(prototype_top, op=dist.ReduceOp.MAX)
+    top = prototype_top.max()
     q = torch.exp((work - top) / epsilon).t()  # [K, B]; the max entry is 1, so the sum is >= 1
-    # one all_reduce for the global sum, the global batch and the samples whose exp underflowed
-    # to all zeros (NaN columns on their rank alone: every rank must learn of them to raise)
-    empty = (q.sum(dim=0) == 0).sum().to(q.dtype)
-    totals = torch.stack([q.sum(), q.new_tensor(q.shape[1]), empty])
+    # Samples and prototypes whose best entry would leave the dtype's normal range (after the
+    # division by a total of at most B·K): their codes would be NaN or wrong. Counted on every
+    # rank and summed with the total, so that every rank raises alike.
+    batch_bound = work.shape[0] * world * work.shape[1]
+    floor = top + epsilon * (math.log(torch.finfo(work.dtype).tiny) + math.log(batch_bound))
+    bad = (~torch.isfinite(work)).sum() + (work.max(dim=1).values < floor).sum()
+    bad = bad + (prototype_top < floor).sum()
+    totals = torch.stack([q.sum(), q.new_tensor(q.shape[1]), bad.to(q.dtype)])
     if world > 1:
         dist.all_reduce(totals)
-    total, batch, empty = totals.unbind()
+    total, batch, bad = totals.unbind()
     prototypes = q.shape[0]
     q /= total
     for _ in range(iterations):
@@ -98,20 +109,18 @@ def sinkhorn_knopp(
             dist.all_reduce(row_sums)
         q /= row_sums * prototypes
         q /= q.sum(dim=0, keepdim=True) * batch
-    codes = (q * batch).t()
-    # one host sync; non-finite scores and all-zero prototype rows reach every rank through the
-    # all_reduces, empty sample columns through `empty`
-    if not (torch.isfinite(codes).all() & (empty == 0)):
-        raise UsageError(_non_finite_reason(scores, epsilon, work.dtype))
-    return codes
+    if bad > 0:  # the one host sync
+        raise UsageError(_bad_scores_reason(scores, epsilon, work.dtype, batch_bound))
+    return (q * batch).t()
 
 
-def _non_finite_reason(scores: Tensor, epsilon: float, dtype: torch.dtype) -> str:
+def _bad_scores_reason(scores: Tensor, epsilon: float, dtype: torch.dtype, bound: int) -> str:
     if not torch.isfinite(scores).all():
-        return "scores has NaN or infinite values: Sinkhorn codes need finite scores"
+        return "scores has NaN or infinite values (on this or another rank): pass finite scores"
+    span = -math.log(torch.finfo(dtype).tiny) - math.log(bound)
     return (
-        f"Sinkhorn codes underflow in {dtype}: a prototype's or a sample's scores all lie more "
-        f"than {-math.log(torch.finfo(dtype).tiny):.0f}·epsilon below the largest score "
-        f"(epsilon={epsilon}); normalize the features and prototypes (SwAV's scores are cosines) "
-        f"or raise epsilon"
+        f"Sinkhorn codes underflow in {dtype}: the best score of a prototype or a sample lies more "
+        f"than {span:.0f}·epsilon below the largest score (epsilon={epsilon}, on this or another "
+        f"rank); normalize the features and prototypes (SwAV's scores are cosines), raise "
+        f"epsilon, or pass float64 scores"
     )
