@@ -3,6 +3,7 @@ solarization, and the default two views staying bit-identical to the two-view lo
 
 import dataclasses
 import hashlib
+import math
 
 import pytest
 import torch
@@ -161,6 +162,29 @@ def test_per_view_blur_and_solarize(backend):
     pixels = _pixels(source, augment).int()
     expected = torch.where(pixels >= 128, 255 - pixels, pixels)
     assert torch.equal(_pixels(solarized, augment).int(), expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_solarize_probability(backend):
+    """Each view is exactly the source or exactly its solarization, at the binomial rate of p."""
+    p = 0.3
+    augment = dataclasses.replace(NO_AUGMENT, view_solarize_p=(p, p))
+    sources, _ = load_eval_split("digits", image_size=SIZE, split="train")
+    loader = _loader(backend, augment, batch_size=128)
+    fired = []
+    for step, (first, second, _) in zip(range(2), loader, strict=False):
+        source = _pixels(sources[torch.from_numpy(loader.epoch_batches(0)[step])], augment).int()
+        solarized = torch.where(source >= 128, 255 - source, source)
+        for view in (first, second):
+            pixels = _pixels(view, augment).int()
+            kept = (pixels == source).flatten(1).all(1)
+            inverted = (pixels == solarized).flatten(1).all(1)
+            # digits always have pixels >= 128, so a view is never both
+            assert (kept ^ inverted).all(), "every view must be the source or its solarization"
+            fired.append(inverted)
+    fired = torch.cat(fired)
+    bound = 5 * math.sqrt(p * (1 - p) / fired.numel()) + 1 / fired.numel()
+    assert abs(fired.float().mean().item() - p) <= bound
 
 
 @pytest.mark.parametrize(
