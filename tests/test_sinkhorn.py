@@ -134,12 +134,12 @@ def check_matches_concatenated(seed: int, rank: int, rows: tuple[int, ...], dtyp
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
 
 
-def check_underflow_raises_on_every_rank(seed: int, rank: int) -> None:
-    """Only rank 1 holds the sample whose scores all underflow; both ranks must raise."""
+def check_bad_rank_raises_on_every_rank(seed: int, rank: int, bad_row: list, match: str) -> None:
+    """Only rank 1 holds the bad sample; both ranks must raise the same error."""
     scores = torch.tensor([[1.0, 0.9], [0.5, 0.2]])
     if rank == 1:
-        scores = torch.tensor([[-9.0, -9.5], [0.1, 0.3]])
-    with pytest.raises(UsageError, match="underflow"):
+        scores = torch.tensor([bad_row, [0.1, 0.3]])
+    with pytest.raises(UsageError, match=match):
         sinkhorn_knopp(scores, distributed=True)
     dist.barrier()  # a rank that did not raise would have left the group here
 
@@ -148,7 +148,9 @@ CHECKS = {
     "equal-f64": (check_matches_concatenated, ((5, 5), torch.float64)),
     "unequal-f64": (check_matches_concatenated, ((3, 8), torch.float64)),
     "one-row-each-f32": (check_matches_concatenated, ((1, 1), torch.float32)),
-    "underflow": (check_underflow_raises_on_every_rank, ()),
+    "underflow": (check_bad_rank_raises_on_every_rank, ([-9.0, -9.5], "underflow")),
+    "nan": (check_bad_rank_raises_on_every_rank, ([0.0, float("nan")], "NaN or infinite")),
+    "inf": (check_bad_rank_raises_on_every_rank, ([0.0, float("inf")], "NaN or infinite")),
 }
 
 

@@ -91,16 +91,17 @@ def sinkhorn_knopp(
     top = prototype_top.max()
     q = torch.exp((work - top) / epsilon).t()  # [K, B]; the max entry is 1, so the sum is >= 1
     # Samples and prototypes whose best entry would leave the dtype's normal range (after the
-    # division by a total of at most B·K): their codes would be NaN or wrong. Counted on every
-    # rank and summed with the total, so that every rank raises alike.
+    # division by a total of at most B·K) would get NaN or wrong codes. They and non-finite scores
+    # are counted on every rank and summed with the total, so that every rank raises alike.
     batch_bound = work.shape[0] * world * work.shape[1]
     floor = top + epsilon * (math.log(torch.finfo(work.dtype).tiny) + math.log(batch_bound))
-    bad = (~torch.isfinite(work)).sum() + (work.max(dim=1).values < floor).sum()
-    bad = bad + (prototype_top < floor).sum()
-    totals = torch.stack([q.sum(), q.new_tensor(q.shape[1]), bad.to(q.dtype)])
+    non_finite = (~torch.isfinite(work)).sum()
+    narrow = (work.max(dim=1).values < floor).sum() + (prototype_top < floor).sum()
+    counts = [q.new_tensor(q.shape[1]), non_finite.to(q.dtype), narrow.to(q.dtype)]
+    totals = torch.stack([q.sum(), *counts])
     if world > 1:
         dist.all_reduce(totals)
-    total, batch, bad = totals.unbind()
+    total, batch, non_finite, narrow = totals.unbind()
     prototypes = q.shape[0]
     q /= total
     for _ in range(iterations):
@@ -109,14 +110,16 @@ def sinkhorn_knopp(
             dist.all_reduce(row_sums)
         q /= row_sums * prototypes
         q /= q.sum(dim=0, keepdim=True) * batch
-    if bad > 0:  # the one host sync
-        raise UsageError(_bad_scores_reason(scores, epsilon, work.dtype, batch_bound))
+    if non_finite + narrow > 0:  # the one host sync
+        if non_finite > 0:
+            raise UsageError(
+                "scores has NaN or infinite values (on this or another rank): pass finite scores"
+            )
+        raise UsageError(_narrow_reason(epsilon, work.dtype, batch_bound))
     return (q * batch).t()
 
 
-def _bad_scores_reason(scores: Tensor, epsilon: float, dtype: torch.dtype, bound: int) -> str:
-    if not torch.isfinite(scores).all():
-        return "scores has NaN or infinite values (on this or another rank): pass finite scores"
+def _narrow_reason(epsilon: float, dtype: torch.dtype, bound: int) -> str:
     span = -math.log(torch.finfo(dtype).tiny) - math.log(bound)
     return (
         f"Sinkhorn codes underflow in {dtype}: the best score of a prototype or a sample lies more "
