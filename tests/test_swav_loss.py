@@ -101,6 +101,7 @@ def _bad_cases():
         ([s[0]], q, {}, "list of >= 2"),
         (torch.stack(s), q, {}, "list of >= 2"),
         ([s[0], torch.randn(5, 3)], q, {}, r"scores\[1\]"),
+        ([torch.randn(0, 3), torch.randn(0, 3)], q, {}, "B >= 1"),
         ([s[0], torch.randn(4)], q, {}, r"scores\[1\] must be a \[B, K\]"),
         ([s[0], s[1].long()], q, {}, "dtype"),
         (s, q[0], {}, "codes must be a list"),

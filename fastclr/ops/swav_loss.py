@@ -33,6 +33,10 @@ def _check_scores(scores: Sequence[Tensor]) -> None:
             "scores must be a list of >= 2 tensors [B, K], one per view (global views first)"
         )
     first = scores[0]
+    if isinstance(first, Tensor) and first.dim() == 2 and min(first.shape) < 1:
+        raise UsageError(
+            f"scores[0] is {tuple(first.shape)}: pass B >= 1 images, K >= 1 prototypes"
+        )
     for v, view in enumerate(scores):
         if not isinstance(view, Tensor) or view.dim() != 2:
             shape = tuple(view.shape) if isinstance(view, Tensor) else type(view).__name__
