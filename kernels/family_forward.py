@@ -77,10 +77,8 @@ def family_forward_kernel(
     offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = offs_m < M
     row_labels = tl.load(ROW_LABELS_ptr + offs_m, mask=row_mask, other=0)
-    if HAS_SELF:
-        row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
-    else:
-        row_ids = offs_m  # unused: no self column
+    # Without a self column row_ids is unused.
+    row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0) if HAS_SELF else offs_m
     offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
     scale = inv_temp * LOG2E  # logits in base 2: exp(s) = exp2(s · log2 e)
 

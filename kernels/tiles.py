@@ -26,11 +26,10 @@ def load_tile(
             tile = tl.load(ptrs, mask=n_mask[:, None] & (offs_d[None, :] < D), other=0.0)
         else:
             tile = tl.load(ptrs, mask=n_mask[:, None], other=0.0)
+    elif MASK_D:
+        tile = tl.load(ptrs, mask=offs_d[None, :] < D, other=0.0)
     else:
-        if MASK_D:
-            tile = tl.load(ptrs, mask=offs_d[None, :] < D, other=0.0)
-        else:
-            tile = tl.load(ptrs)
+        tile = tl.load(ptrs)
     return tile
 
 
