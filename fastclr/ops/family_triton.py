@@ -2,10 +2,10 @@
 with the signatures of the chunked spec's family_forward_rows / family_backward_rows
 (fastclr/ops/family.py) for one set of anchors.
 
-Two towers (CLIP) take two calls of each, one per tower as the anchors with the other tower as the
-columns: the backward's column role then gives each tower's whole gradient from its own call, with
-no atomics and no column accumulation across row blocks, at twice the score tiles of the spec's
-single pass (forward_two_towers / backward_two_towers).
+Two towers (CLIP) take two calls of each (fastclr/ops/family_function.py TwoTowerRows), one per
+tower as the anchors with the other tower as the columns: the backward's column role then gives
+each tower's whole gradient from its own call, with no atomics and no column accumulation across
+row blocks, at twice the score tiles of the spec's single pass (column_stats / column_grad).
 
 Memory: the outputs ([M] lse, pos, count; [M, D] fp32 gradient, [M] fp32 scale partials) and a
 few [C] vectors; nothing of C x C elements. Triton is imported lazily; under TRITON_INTERPRET=1 the
