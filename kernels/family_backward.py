@@ -135,8 +135,9 @@ def family_backward_kernel(
         else:
             col_labels = tl.load(COL_LABELS_ptr + offs_n, mask=col_mask, other=0)
         positive, keep = family_masks(
-            row_labels, row_ids, col_labels, offs_n, col_mask, HAS_SELF, DECOUPLED, not EVEN_N
-        )
+            row_labels, row_ids, col_labels, start_n, col_mask, BLOCK_N, HAS_SELF, DECOUPLED,
+            not EVEN_N,
+        )  # fmt: skip
         s2 = dots * scale
         p_row = tl.exp2(tl.minimum(s2 - lse_r[:, None], 0.0))
         w = tl.where(keep, u_r[:, None] * p_row, 0.0) + tl.where(positive, vc_r[:, None], 0.0)

@@ -1,19 +1,21 @@
-"""Loss-family forward: per-anchor log-sum-exp over the denominator set, sum of the positive logits
-and their count, streaming tiles of zr·zcᵀ (and zr·qᵀ for a queue). The Triton form of
-fastclr/ops/family.py's family_forward_rows (its docstring has the notation).
+"""Loss-family forward: per-anchor log-sum-exp over the denominator set and mean positive logit,
+streaming tiles of zr·zcᵀ (and zr·qᵀ for a queue). The Triton form of fastclr/ops/family.py's
+family_forward_rows (its docstring has the notation).
 
 For anchor i (label l_i; its own column r = row_ids[i] when the rows are columns too, HAS_SELF):
     s_ik  = inv_temp · <zr_i, zc_k>            k < C     (and inv_temp · <zr_i, q_k>, k < K)
     P(i)  = {k < C : col_label_k == l_i, k != r}
     N(i)  = {k < C : k != r} ∪ queue             (DECOUPLED: minus P(i))
-    lse_i = log Σ_{k in N(i)} exp(s_ik),  pos_i = (1/|P(i)|) Σ_{k in P(i)} s_ik (0 if P(i) is empty),
-    count_i = |P(i)|.
+    lse_i = log Σ_{k in N(i)} exp(s_ik),  pos_i = (1/|P(i)|) Σ_{k in P(i)} s_ik (0 if P(i) is empty).
+The counts |P(i)| come in (COUNT_ptr): they depend on the labels only, and the launcher gets them by
+sorting (fastclr/ops/family_triton.py positive_counts). Counting them here cost ~10 SASS instructions
+per score element (a per-tile integer reduction across the warps), a third of the loop.
 
 Each program owns BLOCK_M anchors and walks the C columns, then the K queue rows, in BLOCK_N tiles
 with the online log-sum-exp state (m_i, l_i) in base 2 (logits scaled by inv_temp·log2 e, one exp2
 per element); the positive sum is accumulated from the same fp32 dot products, so the queue pass
 carries no label work. An anchor whose N(i) is empty gets lse = -inf (as the spec's logsumexp).
-Memory: the outputs only (two fp32 and one int64 per anchor); nothing of C x C is formed.
+Memory: the outputs only (two fp32 per anchor); nothing of C x C is formed.
 
 Products accumulate in fp32 (tl.dot); fp32 operands use DOT_PRECISION. Single-D / chunked-D as in
 kernels/nt_xent_forward.py (kernels/tiles.py score_tile). Offsets are int64.
@@ -48,9 +50,9 @@ def family_forward_kernel(
     ROW_LABELS_ptr,
     COL_LABELS_ptr,
     ROW_IDS_ptr,
+    COUNT_ptr,
     LSE_ptr,
     POS_ptr,
-    COUNT_ptr,
     M,
     C,
     K,
@@ -92,7 +94,6 @@ def family_forward_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     pos_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
-    count = tl.zeros([BLOCK_M], dtype=tl.int32)
     for start_n in range(0, C, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
         col_mask = offs_n < C
@@ -106,10 +107,10 @@ def family_forward_kernel(
         else:
             col_labels = tl.load(COL_LABELS_ptr + offs_n, mask=col_mask, other=0)
         positive, keep = family_masks(
-            row_labels, row_ids, col_labels, offs_n, col_mask, HAS_SELF, DECOUPLED, not EVEN_N
-        )
+            row_labels, row_ids, col_labels, start_n, col_mask, BLOCK_N, HAS_SELF, DECOUPLED,
+            not EVEN_N,
+        )  # fmt: skip
         pos_dot += tl.sum(tl.where(positive, dots, 0.0), 1)
-        count += tl.sum(positive.to(tl.int32), 1)
         m_i, l_i = online_lse(m_i, l_i, tl.where(keep, dots * scale, float("-inf")))
     if HAS_QUEUE:
         # Queue rows: negatives of every anchor, no labels, no self column.
@@ -125,7 +126,7 @@ def family_forward_kernel(
             m_i, l_i = online_lse(m_i, l_i, s2)
 
     lse = (m_i + tl.log2(l_i)) * LN2
+    count = tl.load(COUNT_ptr + offs_m, mask=row_mask, other=1)
     pos = pos_dot * inv_temp / tl.maximum(count, 1).to(tl.float32)
     tl.store(LSE_ptr + offs_m, lse, mask=row_mask)
     tl.store(POS_ptr + offs_m, pos, mask=row_mask)
-    tl.store(COUNT_ptr + offs_m, count.to(tl.int64), mask=row_mask)

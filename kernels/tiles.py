@@ -89,19 +89,25 @@ def family_masks(
     row_labels,
     row_ids,
     col_labels,
-    offs_n,
+    start_n,
     col_mask,
+    BLOCK_N: tl.constexpr,
     HAS_SELF: tl.constexpr,
     DECOUPLED: tl.constexpr,
     MASK_N: tl.constexpr,
 ):
-    """(positive, keep), both [BLOCK_M, BLOCK_N]: positive = k in P(i) (same label, not the self
-    column, a real column); keep = k in N(i) (a real column, not self; DECOUPLED: not a positive
-    either). row_ids (the anchors' own column) is read only with HAS_SELF; MASK_N: columns past
-    the end can occur in this tile."""
+    """(positive, keep), both [BLOCK_M, BLOCK_N], for the column tile starting at start_n:
+    positive = k in P(i) (same label, not the self column, a real column); keep = k in N(i) (a
+    real column, not self; DECOUPLED: not a positive either). row_ids (the anchors' own column) is
+    read only with HAS_SELF; MASK_N: columns past the end can occur in this tile.
+
+    The self column is compared in int32 relative to the tile (one compare per element instead
+    of a 64-bit pair): each row's self index is moved into the tile once, -1 when outside it."""
     positive = row_labels[:, None] == col_labels[None, :]
     if HAS_SELF:
-        not_self = offs_n[None, :] != row_ids[:, None]
+        inside = (row_ids >= start_n) & (row_ids < start_n + BLOCK_N)
+        self_local = tl.where(inside, row_ids - start_n, -1).to(tl.int32)
+        not_self = tl.arange(0, BLOCK_N)[None, :] != self_local[:, None]
         positive = positive & not_self
         keep = not_self
     else:

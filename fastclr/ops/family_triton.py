@@ -80,6 +80,17 @@ def _common(zr: Tensor, zc: Tensor, row_ids: Tensor | None, queue: Tensor | None
     }
 
 
+def positive_counts(row_labels: Tensor, col_labels: Tensor, row_ids: Tensor | None) -> Tensor:
+    """|P(i)| [M] int64: the columns that share anchor i's label, less its own column. By sorting
+    the column labels (O(C log C), no host sync), not per score element in the kernel."""
+    ordered = col_labels.sort().values
+    count = torch.searchsorted(ordered, row_labels, right=True)
+    count -= torch.searchsorted(ordered, row_labels)
+    if row_ids is not None:
+        count -= (col_labels[row_ids] == row_labels).long()
+    return count
+
+
 def family_forward_rows(
     zr: Tensor,
     zc: Tensor,
@@ -104,10 +115,10 @@ def family_forward_rows(
     num_rows, num_features = zr.shape
     lse = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
     pos = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
-    count = torch.empty(num_rows, dtype=torch.int64, device=zr.device)
+    row_labels = row_labels.contiguous()
+    count = positive_counts(row_labels, col_labels, row_ids)
     if num_rows == 0:
         return lse, pos, count
-    row_labels = row_labels.contiguous()
 
     def grid(meta):
         return (triton.cdiv(num_rows, meta["BLOCK_M"]),)
@@ -120,9 +131,9 @@ def family_forward_rows(
             row_labels,
             col_labels.contiguous(),
             row_labels if row_ids is None else row_ids.contiguous(),
+            count,
             lse,
             pos,
-            count,
             num_rows,
             zc.shape[0],
             common["K"],
