@@ -17,10 +17,15 @@ positive weight vc and the softmax term are added there, before rounding: near c
 nearly cancel), then acc += w·zc_tile into an fp32 [BLOCK_M, BLOCK_D] accumulator. No atomics;
 sdot is written per anchor by the programs of the first feature slice.
 
-Exponentials: exp2(min(s − lse, 0)) for each role (two MUFU.EX2 per element with the column role).
-s_ik <= lse_i wherever k in N(i), so the clamp changes only masked entries (self, decoupled
-positives, padding), keeping them finite before they are zeroed; unlike the NT-Xent kernel's shared
-exponential it needs no bound on |s| (CLIP's features are not normalized).
+Exponentials. With SHARED_EXP (the launcher's choice for L2-normalized rows, |s| <= c, and
+c <= 30) both roles share one exp2 per element, as in kernels/nt_xent_backward.py:
+    u_i exp(s_ik − lse_i) + u_k exp(s_ik − lse_k) = exp(s_ik − c) · (a_i + a_k),  a = u exp(c − lse)
+with the [M] and [C] factors a precomputed by the launcher (0 where lse = −inf, an anchor with an
+empty N(i), which no kept entry reads); every factor stays inside fp32 for c <= 30. Otherwise each
+role takes exp2(min(s − lse, 0)) (two MUFU.EX2 per element with the column role): s_ik <= lse_i
+wherever k in N(i), so the clamp changes only masked entries (self, decoupled positives, padding),
+keeping them finite before they are zeroed, and no bound on |s| is needed (CLIP's features are
+not normalized).
 
 fp16 (SCALE_WEIGHTS): the weights, ~u/C, sit far below fp16's smallest normal, so each row's are
 multiplied by 2^14 / (|u_i| + |vc_i| + W_MAX) before the product and the accumulator divided back
@@ -61,9 +66,11 @@ def family_backward_kernel(
     LSE_R_ptr,
     U_R_ptr,
     VC_R_ptr,
+    A_R_ptr,
     LSE_C_ptr,
     U_C_ptr,
     VC_C_ptr,
+    A_C_ptr,
     W_MAX_ptr,
     GRAD_ptr,
     SDOT_ptr,
@@ -90,6 +97,7 @@ def family_backward_kernel(
     HAS_QUEUE: tl.constexpr,
     HAS_COLUMN_ROLE: tl.constexpr,
     DECOUPLED: tl.constexpr,
+    SHARED_EXP: tl.constexpr,
     SCALE_WEIGHTS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -108,6 +116,8 @@ def family_backward_kernel(
     lse_r = tl.load(LSE_R_ptr + offs_m, mask=row_mask, other=0.0) * LOG2E
     u_r = tl.load(U_R_ptr + offs_m, mask=row_mask, other=0.0)
     vc_r = tl.load(VC_R_ptr + offs_m, mask=row_mask, other=0.0)
+    if SHARED_EXP:
+        a_r = tl.load(A_R_ptr + offs_m, mask=row_mask, other=0.0)
     if SCALE_WEIGHTS:
         w_bound = tl.maximum(tl.abs(u_r) + tl.abs(vc_r) + tl.load(W_MAX_ptr), MIN_WEIGHT_BOUND)
         w_scale = tl.where(row_mask, WEIGHT_RANGE / w_bound, 0.0)
@@ -139,15 +149,24 @@ def family_backward_kernel(
             not EVEN_N,
         )  # fmt: skip
         s2 = dots * scale
-        p_row = tl.exp2(tl.minimum(s2 - lse_r[:, None], 0.0))
-        w = tl.where(keep, u_r[:, None] * p_row, 0.0) + tl.where(positive, vc_r[:, None], 0.0)
+        if SHARED_EXP:
+            shared = tl.where(keep, tl.exp2(s2 - scale), 0.0)  # exp(s - c) on N(i)
+            w = shared * a_r[:, None] + tl.where(positive, vc_r[:, None], 0.0)
+        else:
+            p_row = tl.exp2(tl.minimum(s2 - lse_r[:, None], 0.0))
+            w = tl.where(keep, u_r[:, None] * p_row, 0.0) + tl.where(positive, vc_r[:, None], 0.0)
         sdot += tl.sum(w * dots, 1)
         if HAS_COLUMN_ROLE:
-            lse_c = tl.load(LSE_C_ptr + offs_n, mask=col_mask, other=0.0) * LOG2E
-            u_c = tl.load(U_C_ptr + offs_n, mask=col_mask, other=0.0)
             vc_c = tl.load(VC_C_ptr + offs_n, mask=col_mask, other=0.0)
-            p_col = tl.exp2(tl.minimum(s2 - lse_c[None, :], 0.0))
-            w += tl.where(keep, u_c[None, :] * p_col, 0.0) + tl.where(positive, vc_c[None, :], 0.0)
+            if SHARED_EXP:
+                a_c = tl.load(A_C_ptr + offs_n, mask=col_mask, other=0.0)
+                w += shared * a_c[None, :] + tl.where(positive, vc_c[None, :], 0.0)
+            else:
+                lse_c = tl.load(LSE_C_ptr + offs_n, mask=col_mask, other=0.0) * LOG2E
+                u_c = tl.load(U_C_ptr + offs_n, mask=col_mask, other=0.0)
+                p_col = tl.exp2(tl.minimum(s2 - lse_c[None, :], 0.0))
+                w += tl.where(keep, u_c[None, :] * p_col, 0.0)
+                w += tl.where(positive, vc_c[None, :], 0.0)
         if SCALE_WEIGHTS:
             w = w * w_scale[:, None]
         acc = tl.dot(w.to(zc.dtype), zc, acc, input_precision=DOT_PRECISION)
@@ -161,8 +180,11 @@ def family_backward_kernel(
                 stride_zrm, stride_zrd, stride_qn, stride_qd,
                 BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, True, not EVEN_D, DOT_PRECISION,
             )  # fmt: skip
-            p_row = tl.exp2(tl.minimum(dots * scale - lse_r[:, None], 0.0))
-            w = tl.where(queue_mask[None, :], u_r[:, None] * p_row, 0.0)
+            if SHARED_EXP:
+                w = tl.exp2(dots * scale - scale) * a_r[:, None]
+            else:
+                w = tl.exp2(tl.minimum(dots * scale - lse_r[:, None], 0.0)) * u_r[:, None]
+            w = tl.where(queue_mask[None, :], w, 0.0)
             sdot += tl.sum(w * dots, 1)
             if SCALE_WEIGHTS:
                 w = w * w_scale[:, None]

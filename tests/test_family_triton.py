@@ -82,8 +82,9 @@ def to_kernel(stats: AnchorStats) -> AnchorStats:
 
 
 def assert_primitives_match(zr, zc, row_labels, col_labels, inv_temp, *, row_ids, queue,
-                            decoupled, column_role, dtype):  # fmt: skip
-    """Forward and backward of the kernels against the float64 spec on the same rounded inputs."""
+                            decoupled, column_role, dtype, unit_rows=False):  # fmt: skip
+    """Forward and backward of the kernels against the float64 spec on the same rounded inputs.
+    unit_rows: the rows are normalized; the backward may take its shared exponential."""
     cpu = {"row_ids": None if row_ids is None else row_ids.cpu(), "decoupled": decoupled}
     cpu["queue"] = None if queue is None else queue.cpu().double()
     zr64, zc64, rl, cl = zr.cpu().double(), zc.cpu().double(), row_labels.cpu(), col_labels.cpu()
@@ -115,7 +116,7 @@ def assert_primitives_match(zr, zc, row_labels, col_labels, inv_temp, *, row_ids
     )
     grad, sdot, none = family_triton.family_backward_rows(
         zr, zc, row_labels, col_labels, inv_temp, to_kernel(rows),
-        None if columns is None else to_kernel(columns), **kw,
+        None if columns is None else to_kernel(columns), **kw, unit_rows=unit_rows,
     )  # fmt: skip
     assert none is None and grad.dtype == torch.float32 and grad.shape == zr.shape
     assert torch.isfinite(grad).all()
@@ -128,19 +129,25 @@ def assert_primitives_match(zr, zc, row_labels, col_labels, inv_temp, *, row_ids
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    ("m", "d", "k", "decoupled"),
-    [(37, 20, 0, False), (50, 130, 13, True), (3, 1, 5, False), (29, 67, 0, True)],
+    ("m", "d", "k", "decoupled", "temperature"),
+    [
+        (37, 20, 0, False, 0.5),
+        (50, 130, 13, True, 0.1),
+        (3, 1, 5, False, 0.02),  # inv_temp 50: no shared exponential
+        (29, 67, 0, True, 0.1),
+    ],
 )
-def test_one_tower_matches_spec(m: int, d: int, k: int, decoupled: bool, dtype) -> None:
-    """SupCon / NT-Xent shape: rows are the columns (self masked), with or without a queue."""
+def test_one_tower_matches_spec(m: int, d: int, k: int, decoupled: bool, temperature, dtype):
+    """SupCon / NT-Xent shape: rows are the columns (self masked), with or without a queue; the
+    backward with one exponential per role and with the shared one of normalized rows."""
     z = unit_rows(m, d, dtype)
     labels = group_labels(m)
     queue = unit_rows(k, d, dtype) if k else None
-    inv_temp = 1 / (0.1 if d % 2 else 0.5)
-    assert_primitives_match(
-        z, z, labels, labels, inv_temp, row_ids=torch.arange(m, device=DEVICE), queue=queue,
-        decoupled=decoupled, column_role=True, dtype=dtype,
-    )  # fmt: skip
+    for shared in (False, True):
+        assert_primitives_match(
+            z, z, labels, labels, 1 / temperature, row_ids=torch.arange(m, device=DEVICE),
+            queue=queue, decoupled=decoupled, column_role=True, dtype=dtype, unit_rows=shared,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float16))
@@ -153,6 +160,7 @@ def test_rectangular_rows_match_spec(dtype) -> None:
     assert_primitives_match(
         zc[row_ids], zc, labels[row_ids], labels, 1 / 0.2, row_ids=row_ids,
         queue=unit_rows(9, d, dtype), decoupled=False, column_role=True, dtype=dtype,
+        unit_rows=True,
     )  # fmt: skip
 
 
@@ -174,10 +182,11 @@ def test_rows_without_column_role() -> None:
     """columns=None: the row role only (the queue's columns have no gradient of their own)."""
     z = unit_rows(40, 24, torch.float32)
     labels = group_labels(40)
-    assert_primitives_match(
-        z, z, labels, labels, 10.0, row_ids=torch.arange(40, device=DEVICE), queue=None,
-        decoupled=False, column_role=False, dtype=torch.float32,
-    )  # fmt: skip
+    for shared in (False, True):
+        assert_primitives_match(
+            z, z, labels, labels, 10.0, row_ids=torch.arange(40, device=DEVICE), queue=None,
+            decoupled=False, column_role=False, dtype=torch.float32, unit_rows=shared,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("loss_weight", [1.0, 1e-4, 1e-33])
@@ -199,7 +208,7 @@ def test_fp16_weights_keep_their_precision(loss_weight: float) -> None:
     )
     kernel = to_kernel(stats)
     grad, _, _ = family_triton.family_backward_rows(
-        z, z, labels, labels, 2.0, kernel, kernel, row_ids=ids
+        z, z, labels, labels, 2.0, kernel, kernel, row_ids=ids, unit_rows=True
     )
     assert torch.isfinite(grad).all()
     error = (grad.cpu().double() - exact).abs().max().item()

@@ -81,6 +81,7 @@ class AnchorRows(torch.autograd.Function):
             row_ids=row_ids,
             queue=queue,
             decoupled=ctx.decoupled,
+            unit_rows=True,  # z_hat and the queue are normalized by the members
         )
         grad_scale = None
         if ctx.needs_input_grad[3]:

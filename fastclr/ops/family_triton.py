@@ -17,7 +17,12 @@ from torch import Tensor
 
 from fastclr.ops.backends import interpreting_triton
 from fastclr.ops.family import AnchorStats
-from fastclr.ops.triton_backend import SUPPORTED_DTYPES, _device_guard, _dot_precision
+from fastclr.ops.triton_backend import (
+    SHARED_EXP_MAX_INV_TEMP,
+    SUPPORTED_DTYPES,
+    _device_guard,
+    _dot_precision,
+)
 
 
 def _check(zr: Tensor, zc: Tensor, row_labels: Tensor, col_labels: Tensor, row_ids, queue) -> None:
@@ -151,10 +156,13 @@ def family_forward_rows(
     return lse, pos, count
 
 
-def _stats_vectors(stats: AnchorStats) -> tuple[Tensor, Tensor, Tensor]:
-    """(lse, u, v / max(count, 1)) as contiguous fp32 vectors."""
+def _stats_vectors(stats: AnchorStats, inv_temp: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(lse, u, v / max(count, 1), a = u exp(c - lse)) as contiguous fp32 vectors; a is the shared
+    exponential's factor (kernels/family_backward.py), 0 where lse = -inf (an empty N(i))."""
+    lse, u = stats.lse.float().contiguous(), stats.grad_lse.float().contiguous()
     coef = stats.grad_pos.float() / stats.count.clamp(min=1).float()
-    return stats.lse.float().contiguous(), stats.grad_lse.float().contiguous(), coef.contiguous()
+    factor = torch.where(torch.isfinite(lse), u * torch.exp(float(inv_temp) - lse), 0.0)
+    return lse, u, coef.contiguous(), factor
 
 
 def family_backward_rows(
@@ -169,10 +177,12 @@ def family_backward_rows(
     row_ids: Tensor | None = None,
     queue: Tensor | None = None,
     decoupled: bool = False,
+    unit_rows: bool = False,
 ) -> tuple[Tensor, Tensor, None]:
     """dL/dzr [M, D] fp32 and the fp32 scalar sum_{i,k} G_ik s_ik over the anchors' row roles, as
     fastclr.ops.family.family_backward_rows without column_grad (same arguments; rows [M] and
-    columns [C] stats, columns None when the columns are not anchors)."""
+    columns [C] stats, columns None when the columns are not anchors). unit_rows: zr, zc and the
+    queue are L2-normalized, so with inv_temp <= 30 the two roles share one exponential."""
     import triton
 
     from fastclr.kernels.family_backward import family_backward_kernel
@@ -189,8 +199,10 @@ def family_backward_rows(
     sdot = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
     if num_rows == 0:
         return grad, sdot.sum(), None
-    lse_r, u_r, vc_r = _stats_vectors(rows)
-    lse_c, u_c, vc_c = (lse_r, u_r, vc_r) if columns is None else _stats_vectors(columns)
+    lse_r, u_r, vc_r, a_r = _stats_vectors(rows, inv_temp)
+    lse_c, u_c, vc_c, a_c = (
+        (lse_r, u_r, vc_r, a_r) if columns is None else _stats_vectors(columns, inv_temp)
+    )
     scale_weights = zc_k.dtype == torch.float16
     # fp16 weight bound over the column role, a [1] tensor (no host sync); 0 without it.
     w_max = torch.zeros(1, dtype=torch.float32, device=zr.device)
@@ -212,9 +224,11 @@ def family_backward_rows(
             lse_r,
             u_r,
             vc_r,
+            a_r,
             lse_c,
             u_c,
             vc_c,
+            a_c,
             w_max,
             grad,
             sdot,
@@ -233,6 +247,7 @@ def family_backward_rows(
             float(inv_temp),
             HAS_COLUMN_ROLE=columns is not None,
             DECOUPLED=decoupled,
+            SHARED_EXP=unit_rows and float(inv_temp) <= SHARED_EXP_MAX_INV_TEMP,
             SCALE_WEIGHTS=scale_weights,
             **common["constexprs"],
         )

@@ -88,6 +88,7 @@ class GlobalAnchorRows(torch.autograd.Function):
             row_ids=ids,
             queue=queue,
             decoupled=ctx.decoupled,
+            unit_rows=True,  # z_hat and the queue are normalized by the members
         )
         grad_scale = None
         if ctx.needs_input_grad[2]:

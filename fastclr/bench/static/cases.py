@@ -97,8 +97,12 @@ def launch_constexprs(kernel: str, precision: str, dim: int, rows: int, block_n:
         values["SCALE_WEIGHTS"] = dtype == "fp16"
     if kernel in FAMILY_KERNELS:
         values.update(HAS_SELF=True, HAS_QUEUE=False, DECOUPLED=False)
-    if kernel == "family_backward":
-        values.update(HAS_COLUMN_ROLE=True, SCALE_WEIGHTS=dtype == "fp16")
+    if kernel == "family_backward":  # normalized rows: the shared exponential where allowed
+        values.update(
+            HAS_COLUMN_ROLE=True,
+            SHARED_EXP=1 / TEMPERATURE <= SHARED_EXP_MAX_INV_TEMP,
+            SCALE_WEIGHTS=dtype == "fp16",
+        )
     args = {"M": rows, "C": rows, "K": 0, "D": dim, "BLOCK_N": block_n, **values}
     for name, rule in _heuristics(kernel).items():
         values[name] = bool(rule(args))
