@@ -329,10 +329,38 @@ def test_gpu_members_at_size(dtype) -> None:
     for decoupled in (False, True):
         assert_primitives_match(
             z, z, labels, labels, 10.0, row_ids=torch.arange(4096, device=DEVICE), queue=queue,
-            decoupled=decoupled, column_role=True, dtype=dtype,
+            decoupled=decoupled, column_role=True, dtype=dtype, unit_rows=True,
         )  # fmt: skip
     labels = torch.arange(2048, device=DEVICE)
     assert_primitives_match(
         z[:2048], z[2048:], labels, labels, 30.0, row_ids=None, queue=None, decoupled=False,
         column_role=True, dtype=dtype,
     )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_family_kernels_compile_for_sm90_without_spills(tmp_path) -> None:
+    """Every config the autotuner keeps for the production path (bf16, D = 128, sm_90) compiles,
+    fits the shared memory and spills nothing (`fastclr bench static`, no GPU; ~35 s)."""
+    import json
+    import subprocess
+    import sys
+
+    from fastclr.bench.static import toolchain
+
+    missing = toolchain.missing_tools(("ptxas", "nvdisasm", "cuobjdump"))
+    if missing:
+        pytest.skip("needs " + "; ".join(missing))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fastclr.cli.main", "bench", "static", "--arch", "90",
+         "--kernel", "family_forward,family_backward", "--precision", "bf16", "--dim", "128",
+         "--rows", "8192", "--no-cuda", "--out", str(tmp_path), "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [r for r in json.loads((tmp_path / "static.json").read_text())["triton"] if r["kept"]]
+    assert {r["kernel"] for r in rows} == {"family_forward", "family_backward"}
+    bad = [(r["kernel"], r["config"], r.get("error"), r.get("spill_bytes")) for r in rows
+           if "error" in r or not r["fits"] or r["spill_bytes"]]  # fmt: skip
+    assert not bad, bad
