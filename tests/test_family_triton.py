@@ -178,6 +178,21 @@ def test_two_towers_match_spec(n: int, d: int, dtype) -> None:
     )  # fmt: skip
 
 
+def test_strided_inputs() -> None:
+    """Row and feature strides of the rows, columns and queue are honoured."""
+    c, d = 30, 11
+    zc = unit_rows(c, 2 * d, torch.float32)[:, ::2]
+    row_ids = torch.arange(c - 1, -1, -2, device=DEVICE)
+    zr = zc[row_ids].T.contiguous().T  # column-major rows
+    queue = unit_rows(6, 3 * d, torch.float32)[:, 1::3]
+    assert not (zc.is_contiguous() or zr.is_contiguous() or queue.is_contiguous())
+    labels = group_labels(c)
+    assert_primitives_match(
+        zr, zc, labels[row_ids], labels, 4.0, row_ids=row_ids, queue=queue, decoupled=True,
+        column_role=True, dtype=torch.float32,
+    )  # fmt: skip
+
+
 def test_rows_without_column_role() -> None:
     """columns=None: the row role only (the queue's columns have no gradient of their own)."""
     z = unit_rows(40, 24, torch.float32)
