@@ -61,7 +61,7 @@ def test_bad_queue():
         nt_xent(z, z, negatives=torch.randn(8, 4, requires_grad=True))
     with pytest.raises(UsageError, match=r"negatives must be \[K, D\]"):
         nt_xent(z, z, negatives=torch.randn(8))
-    with pytest.raises(UsageError, match="no nt_xent_negatives kernels yet"):
+    with pytest.raises(UsageError, match="no nt_xent_negatives kernels"):
         nt_xent(z, z, negatives=torch.randn(8, 4), backend="reference")
 
 

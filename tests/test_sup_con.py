@@ -132,8 +132,8 @@ def test_bad_features_and_backend():
         sup_con(torch.randn(4), torch.tensor([0, 0, 1, 1]))
     with pytest.raises(UsageError, match="labels must have shape"):
         sup_con(torch.randn(2, 3, 4), torch.tensor([0, 0, 1]))  # [B] for [B, V, D]
-    with pytest.raises(UsageError, match="no sup_con kernels yet.*backend='auto' or 'chunked'"):
-        sup_con(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), backend="triton")
+    with pytest.raises(UsageError, match="no sup_con kernels.*backend='auto' or 'chunked'"):
+        sup_con(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), backend="cuda")
     with pytest.raises(UsageError, match="temperature must be finite and > 0"):
         sup_con(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), 0.0)
 
@@ -158,10 +158,13 @@ def test_labels_on_another_device():
 def test_registry_says_which_backend_has_which_member():
     report = backends.member_report()
     assert report["chunked"] == dict.fromkeys(backends.MEMBERS)
-    assert "no sup_con kernels yet" in report["triton"]["sup_con"]
-    assert report["triton"]["nt_xent"] is None
-    # "auto" on CUDA tensors falls back to the spec for a member the kernels lack (no GPU needed:
-    # the fused backends are skipped by their declared members before any availability check).
+    assert report["triton"] == dict.fromkeys(backends.MEMBERS)
+    assert "no sup_con kernels" in report["cuda"]["sup_con"]
+    assert report["cuda"]["nt_xent"] is None
+    # "auto" falls back to the spec for a member the usable fused backends lack, and for any
+    # member on CPU tensors.
     assert (
-        backends.resolve_member("sup_con", "auto", torch.device("cuda"), torch.float16) == "chunked"
+        backends.resolve_member("sup_con", "auto", torch.device("cpu"), torch.float32) == "chunked"
     )
+    with pytest.raises(UsageError, match="backend='cuda' cannot compute sup_con"):
+        backends.resolve_member("sup_con", "cuda", torch.device("cpu"), torch.float32)

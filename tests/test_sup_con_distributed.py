@@ -2,6 +2,7 @@
 batch (float64 oracle of the SupCon paper): values, row gradients (W x for mean/sum, as DDP divides
 by W; exact for "none" under a random upstream gradient), dL/dtau summed over ranks; labels whose
 positives live only on the other rank; SupConLoss's multi-view mode with rank-unique sample ids.
+On the chunked spec in fp64, and a few cases on the Triton kernels in fp32 (interpreted on CPU).
 All cases run in one spawn of 2 workers (~10 s); the seed is printed in every failure."""
 
 import os
@@ -28,18 +29,28 @@ NT_XENT_CASES = {
     for reduction in ("mean", "sum", "none")
     for decoupled in (False, True)
 }
+CASES["triton-none-m7-d5-classes4"] = ("none", 7, 5, 4, "triton")
+NT_XENT_CASES["triton-nt_xent-queue-mean-decoupledTrue"] = ("mean", True, "triton")
+# backend -> (input dtype, rtol, atol) against the float64 oracle
+PRECISION = {"chunked": (torch.float64, 1e-9, 1e-10), "triton": (torch.float32, 1e-5, 2e-5)}
 
 
-def check_case(seed: int, rank: int, reduction: str, m: int, d: int, classes: int) -> None:
+def check_case(
+    seed: int, rank: int, reduction: str, m: int, d: int, classes: int, backend="chunked"
+) -> None:
+    dtype, rtol, atol = PRECISION[backend]
+    close = {"rtol": rtol, "atol": atol}
     gen = torch.Generator().manual_seed(seed)
     z_all = torch.randn(WORLD * m, d, dtype=torch.float64, generator=gen)
     labels_all = torch.randint(0, classes, (WORLD * m,), generator=gen)
     upstream = torch.randn(WORLD * m, dtype=torch.float64, generator=gen)
     mine = slice(rank * m, (rank + 1) * m)
 
-    z = z_all[mine].clone().requires_grad_()
-    tau = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
-    out = sup_con(z, labels_all[mine], tau, reduction=reduction, gather_distributed=True)
+    z = z_all[mine].to(dtype).requires_grad_()
+    tau = torch.tensor(0.3, dtype=dtype, requires_grad=True)
+    out = sup_con(
+        z, labels_all[mine], tau, reduction=reduction, backend=backend, gather_distributed=True
+    )
     weight = upstream[mine] if reduction == "none" else 1.0
     gz, gtau = torch.autograd.grad((out * weight).sum(), [z, tau])
     dist.all_reduce(gtau)
@@ -52,16 +63,18 @@ def check_case(seed: int, rank: int, reduction: str, m: int, d: int, classes: in
         (ref * (upstream if reduction == "none" else 1.0)).sum(), [rz, rtau]
     )
     factor = 1.0 if reduction == "none" else float(WORLD)
-    torch.testing.assert_close(
-        out, ref[mine] if reduction == "none" else ref, rtol=1e-10, atol=1e-10
-    )
-    torch.testing.assert_close(gz, factor * rgz[mine], rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(gtau, factor * rgtau, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out.double(), ref[mine] if reduction == "none" else ref, **close)
+    torch.testing.assert_close(gz.double(), factor * rgz[mine], **close)
+    torch.testing.assert_close(gtau.double(), factor * rgtau, **close)
 
 
-def check_nt_xent_queue_decoupled(seed: int, rank: int, reduction: str, decoupled: bool) -> None:
+def check_nt_xent_queue_decoupled(
+    seed: int, rank: int, reduction: str, decoupled: bool, backend="chunked"
+) -> None:
     """nt_xent(negatives=Q, decoupled=...) across ranks: rows cat(z1_r, z2_r), the same queue on
     every rank, against the single-process formula on cat over ranks."""
+    dtype, rtol, atol = PRECISION[backend]
+    close = {"rtol": rtol, "atol": atol}
     gen = torch.Generator().manual_seed(seed + 1)
     n, d, k = 3, 5, 4
     z1_all = torch.randn(WORLD * n, d, dtype=torch.float64, generator=gen)
@@ -73,14 +86,15 @@ def check_nt_xent_queue_decoupled(seed: int, rank: int, reduction: str, decouple
         [torch.arange(WORLD * n)[mine], WORLD * n + torch.arange(WORLD * n)[mine]]
     )
 
-    z1, z2 = z1_all[mine].clone().requires_grad_(), z2_all[mine].clone().requires_grad_()
-    tau = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    z1, z2 = z1_all[mine].to(dtype).requires_grad_(), z2_all[mine].to(dtype).requires_grad_()
+    tau = torch.tensor(0.4, dtype=dtype, requires_grad=True)
     out = fastclr.nt_xent(
         z1,
         z2,
         tau,
         reduction=reduction,
-        negatives=queue,
+        backend=backend,
+        negatives=queue.to(dtype),
         decoupled=decoupled,
         gather_distributed=True,
     )
@@ -96,10 +110,10 @@ def check_nt_xent_queue_decoupled(seed: int, rank: int, reduction: str, decouple
     rg1, rg2, rgtau = torch.autograd.grad((ref * ref_weight).sum(), [r1, r2, rtau])
     factor = 1.0 if reduction == "none" else float(WORLD)
     expected = ref[local_rows] if reduction == "none" else ref
-    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(g1, factor * rg1[mine], rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(g2, factor * rg2[mine], rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(gtau, factor * rgtau, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out.double(), expected, **close)
+    torch.testing.assert_close(g1.double(), factor * rg1[mine], **close)
+    torch.testing.assert_close(g2.double(), factor * rg2[mine], **close)
+    torch.testing.assert_close(gtau.double(), factor * rgtau, **close)
 
 
 def check_multi_view_module(seed: int, rank: int) -> None:

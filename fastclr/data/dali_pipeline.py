@@ -1,12 +1,15 @@
-"""SimCLR two-view augmentation as an NVIDIA DALI pipeline: on the GPU (files decoded by the
-"mixed" nvJPEG decoder) when given a device_id, on the CPU (`device_id=None`) otherwise.
+"""Multi-view augmentation as an NVIDIA DALI pipeline: on the GPU (files decoded by the "mixed"
+nvJPEG decoder) when given a device_id, on the CPU (`device_id=None`) otherwise.
 
-Graph per view, after one decode per image:
+Graph per view (AugmentConfig.view_specs(): global views, then local ones), after one decode per
+image:
     random_resized_crop -> color_twist (jitter with p, grayscale with p) -> gaussian_blur (with p)
-    -> crop_mirror_normalize (flip with p, mean/std, HWC float)
+    -> solarize (with p) -> crop_mirror_normalize (flip with p, mean/std, HWC float)
 Probabilities are per-sample coin flips that set identity parameters when off (brightness =
-contrast = saturation = 1, hue = 0; blur sigma NO_BLUR_SIGMA, whose kernel is a delta). DALI's
-color_twist applies the jitter in a fixed order (torchvision: random order) and in YIQ space.
+contrast = saturation = 1, hue = 0; blur sigma NO_BLUR_SIGMA, whose kernel is a delta; solarize
+mask 0). DALI's color_twist applies the jitter in a fixed order (torchvision: random order) and in
+YIQ space. Each view's random operators are created after those of the views before it, so DALI
+seeds the first two views exactly as the two-view pipeline did.
 
 A pipeline is built per epoch, seeded from (seed, epoch, rank), and fed exactly that epoch's batches
 (in the order of sampling.py): the same seed and epoch always give the same batches, and every
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastclr.data.augment_config import AugmentConfig
+from fastclr.data.augment_config import SOLARIZE_THRESHOLD, AugmentConfig, ViewSpec
 from fastclr.data.image_folder import FileSource
 from fastclr.data.sources import Source
 
@@ -48,8 +51,9 @@ def dali_unavailable_reason() -> str | None:
     return None
 
 
-class DaliTwoViews:
-    """Yields (view1, view2) per batch: [B, 3, S, S] channels_last, `dtype`, on `device`."""
+class DaliViews:
+    """Yields a tuple of views per batch, in `augment.view_specs()` order: [B, 3, s, s] each,
+    channels_last, `dtype`, on `device`."""
 
     def __init__(
         self,
@@ -71,12 +75,12 @@ class DaliTwoViews:
         self.use_gpu = use_gpu
         self.dali_dtype = torch.float32 if dtype == torch.float32 else torch.float16
 
-    def epoch(self, batches: np.ndarray, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, batches: np.ndarray, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """One epoch over `batches` ([n, B] source indices), augmentations seeded by `seed`."""
         pipe = self._build(batches, seed)
         for step in range(len(batches)):
             try:
-                first, second = pipe.run()
+                views = pipe.run()
             except RuntimeError as error:
                 hint = ""
                 if isinstance(self.source, FileSource):
@@ -88,7 +92,7 @@ class DaliTwoViews:
                     f"DALI pipeline failed at batch {step} of {len(batches)}: {error}{hint}"
                 ) from error
             dynamic = pipe.exec_dynamic
-            yield self._to_torch(first, dynamic), self._to_torch(second, dynamic)
+            yield tuple(self._to_torch(view, dynamic) for view in views)
 
     def _build(self, batches: np.ndarray, seed: int):
         from nvidia.dali import types
@@ -109,8 +113,10 @@ class DaliTwoViews:
         with pipe:
             images = self._read(batches)
             pipe.set_outputs(
-                augment_view(images, self.augment, out_type),
-                augment_view(images, self.augment, out_type),
+                *(
+                    augment_view(images, self.augment, view, out_type)
+                    for view in self.augment.view_specs()
+                )
             )
         pipe.build()
         return pipe
@@ -159,15 +165,15 @@ class DaliTwoViews:
         return out.to(self.device).permute(0, 3, 1, 2).to(self.dtype)
 
 
-def augment_view(images, augment: AugmentConfig, out_type):
-    """One SimCLR view of uint8 HWC `images` (a DALI DataNode): float HWC, normalized."""
+def augment_view(images, augment: AugmentConfig, view: ViewSpec, out_type):
+    """One view of uint8 HWC `images` (a DALI DataNode): float [s, s, 3], s = view.size,
+    normalized."""
     from nvidia.dali import fn, types
 
-    size = augment.image_size
     views = fn.random_resized_crop(
         images,
-        size=(size, size),
-        random_area=augment.scale,
+        size=(view.size, view.size),
+        random_area=view.scale,
         random_aspect_ratio=augment.ratio,
         antialias=True,
     )
@@ -185,10 +191,12 @@ def augment_view(images, augment: AugmentConfig, out_type):
         if augment.gray_p > 0:
             saturation = saturation * (1.0 - _coin(augment.gray_p))  # saturation 0 = luma (YIQ)
         views = fn.color_twist(views, saturation=saturation, **twist)
-    if augment.blur_p > 0:
-        on = _coin(augment.blur_p)
+    if view.blur_p > 0:
+        on = _coin(view.blur_p)
         sigma = on * _uniform(*augment.blur_sigma) + (1.0 - on) * NO_BLUR_SIGMA
-        views = fn.gaussian_blur(views, window_size=augment.blur_kernel_size, sigma=sigma)
+        views = fn.gaussian_blur(views, window_size=view.blur_kernel_size, sigma=sigma)
+    if view.solarize_p > 0:
+        views = _solarize(views, _coin(view.solarize_p))
     mirror = 0
     if augment.flip_p > 0:
         mirror = fn.random.coin_flip(probability=augment.flip_p, dtype=types.INT32)
@@ -220,3 +228,12 @@ def _uniform(low: float, high: float):
     from nvidia.dali import fn
 
     return fn.random.uniform(range=(low, high)) if high > low else low
+
+
+def _solarize(views, on):
+    """uint8 HWC `views` with the values >= SOLARIZE_THRESHOLD inverted (255 - x) where `on`."""
+    from nvidia.dali import fn, types
+
+    wide = fn.cast(views, dtype=types.INT16)  # 255 - 2x does not fit uint8
+    flip = fn.cast(wide >= SOLARIZE_THRESHOLD, dtype=types.INT16) * fn.cast(on, dtype=types.INT16)
+    return fn.cast(wide + flip * (255 - 2 * wide), dtype=types.UINT8)

@@ -14,19 +14,23 @@ import numpy as np
 import torch
 
 from fastclr.data.augment_config import AugmentConfig
-from fastclr.data.dali_pipeline import DaliTwoViews, dali_unavailable_reason
+from fastclr.data.dali_pipeline import DaliViews, dali_unavailable_reason
 from fastclr.data.sampling import augment_seed, batches_per_epoch, epoch_batches
 from fastclr.data.sources import Source, default_image_size, load_source
-from fastclr.data.torch_pipeline import TorchTwoViews
+from fastclr.data.torch_pipeline import TorchViews
+from fastclr.errors import UsageError
 
 LOADERS = ("auto", "dali", "dali-gpu", "dali-cpu", "torch")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-class TwoViewLoader:
-    """Iterable over one epoch: (view1, view2, labels) per step.
+class MultiViewLoader:
+    """Iterable over one epoch: (*views, labels) per step; with the default augment
+    (view1, view2, labels).
 
-    view1, view2: [B, 3, S, S], torch.channels_last, `dtype`, on `device`, normalized.
+    views: augment.num_views global views [B, 3, S, S] (S = augment.image_size), then
+    augment.local_views local views [B, 3, s, s] (s = augment.local_size); each torch.channels_last,
+    `dtype`, on `device`, normalized, each an independent augmentation of the same B images.
     labels: [B] int64 on `device` (-1 where unknown). len() = batches per epoch, the same every
     epoch and on every rank (the last partial batch is dropped). Each iteration uses the epoch set
     by `set_epoch`, then moves on by one, so epochs differ even if set_epoch is never called.
@@ -37,7 +41,7 @@ class TwoViewLoader:
     def __init__(
         self,
         source: Source,
-        pipeline: DaliTwoViews | TorchTwoViews,
+        pipeline: DaliViews | TorchViews,
         *,
         backend: str,
         batch_size: int,
@@ -66,7 +70,7 @@ class TwoViewLoader:
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration runs: the same (seed, epoch) gives the same batches."""
         if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+            raise UsageError(f"epoch must be >= 0, got {epoch}")
         self._epoch = epoch
 
     def epoch_batches(self, epoch: int) -> np.ndarray:
@@ -80,15 +84,15 @@ class TwoViewLoader:
             world_size=self.world_size,
         )
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         epoch = self._epoch
         self._epoch += 1
         batches = self.epoch_batches(epoch)
         seed = augment_seed(self.seed, epoch, self.rank)
         views = self._pipeline.epoch(batches, seed)
-        for index, (first, second) in zip(batches, views, strict=True):
+        for index, step_views in zip(batches, views, strict=True):
             labels = self._labels[torch.from_numpy(index)].to(self.device, non_blocking=True)
-            yield first, second, labels
+            yield *step_views, labels
 
 
 def build_train_loader(
@@ -105,8 +109,9 @@ def build_train_loader(
     num_workers: int = 2,
     strict: bool = False,
     augment: AugmentConfig | None = None,
-) -> TwoViewLoader:
-    """Two-view SimCLR training batches of `data` for this rank.
+) -> MultiViewLoader:
+    """Multi-view training batches of `data` for this rank: (*views, labels) per step (see
+    MultiViewLoader; the views per image come from `augment`: 2 by default).
 
     data: "digits" | "synthetic[:N]" | "skimage" | "cifar10:PATH" | an image folder (see sources.py).
     image_size: training side S (default: 32 small datasets, 64 skimage, folders: the standard
@@ -117,7 +122,7 @@ def build_train_loader(
     """
     _check_arguments(batch_size, dtype, seed, rank, world_size, num_workers)
     if augment is not None and image_size is not None and augment.image_size != image_size:
-        raise ValueError(
+        raise UsageError(
             f"image_size={image_size} disagrees with augment.image_size={augment.image_size}: "
             f"pass one of them"
         )
@@ -141,16 +146,14 @@ def build_train_loader(
         world_size=world_size,
     )
     if batches_per_epoch(len(source), batch_size, world_size) < 1:
-        raise ValueError(
+        raise UsageError(
             f"{data!r} has {len(source)} training images: fewer than batch_size={batch_size} per "
             f"rank over world_size={world_size}; lower the batch size"
         )
     if backend == "torch":
-        pipeline = TorchTwoViews(
-            source, augment, device=device, dtype=dtype, num_workers=num_workers
-        )
+        pipeline = TorchViews(source, augment, device=device, dtype=dtype, num_workers=num_workers)
     else:
-        pipeline = DaliTwoViews(
+        pipeline = DaliViews(
             source,
             augment,
             batch_size=batch_size,
@@ -159,7 +162,7 @@ def build_train_loader(
             num_threads=num_workers,
             use_gpu=backend == "dali-gpu",
         )
-    return TwoViewLoader(
+    return MultiViewLoader(
         source,
         pipeline,
         backend=backend,
@@ -175,19 +178,19 @@ def build_train_loader(
 def choose_backend(loader: str, device: torch.device) -> str:
     """The backend `loader` means on `device`: "dali-gpu", "dali-cpu" or "torch"."""
     if loader not in LOADERS:
-        raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
+        raise UsageError(f"loader must be one of {LOADERS}, got {loader!r}")
     if loader == "torch":
         return "torch"
     reason = dali_unavailable_reason()
     if reason is not None:
         if loader == "auto":
             return "torch"
-        raise ValueError(
+        raise UsageError(
             f"loader={loader!r} needs NVIDIA DALI, which does not import ({reason}): "
             f"pip install nvidia-dali-cuda130 (or -cuda120), or pass loader='torch'"
         )
     if loader == "dali-gpu" and device.type != "cuda":
-        raise ValueError(f"loader='dali-gpu' needs a CUDA device, got device={device}")
+        raise UsageError(f"loader='dali-gpu' needs a CUDA device, got device={device}")
     if loader in ("auto", "dali"):
         return "dali-gpu" if device.type == "cuda" else "dali-cpu"
     return loader
@@ -197,12 +200,12 @@ def _check_arguments(
     batch_size: int, dtype: torch.dtype, seed: int, rank: int, world_size: int, num_workers: int
 ) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise UsageError(f"batch_size must be a positive int, got {batch_size!r}")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
+        raise UsageError(f"dtype must be one of {DTYPES}, got {dtype}")
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise UsageError(f"seed must be a non-negative int, got {seed!r}")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        raise UsageError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        raise UsageError(f"num_workers must be >= 0, got {num_workers}")

@@ -1,9 +1,10 @@
-"""SimCLR two-view augmentation with torchvision v2 transforms in a DataLoader: the path without DALI.
+"""Multi-view augmentation with torchvision v2 transforms in a DataLoader: the path without DALI.
 
 Workers decode (PIL) and augment uint8 images; the main process moves each uint8 batch to the
 device and normalizes it there (4x less host-to-device traffic than float). Each sample's
-transforms are seeded from (epoch seed, image index), so the batches depend on the seed and epoch,
-never on num_workers or which worker ran a sample.
+transforms are seeded from (epoch seed, image index) and draw the views one after the other from
+that one generator, so the batches depend on the seed and epoch, never on num_workers or which
+worker ran a sample (and the first two views are those of the two-view loader before V views).
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from fastclr.data.augment_config import AugmentConfig
+from fastclr.data.augment_config import SOLARIZE_THRESHOLD, AugmentConfig, ViewSpec
 from fastclr.data.image_folder import FileSource, check_image, read_rgb
 from fastclr.data.sources import Source
 
 
-def build_transform(augment: AugmentConfig) -> v2.Compose:
-    """One view of a uint8 [3, H, W] image: uint8 [3, S, S] (the paper's order of operations)."""
-    size = augment.image_size
+def build_transform(augment: AugmentConfig, view: ViewSpec) -> v2.Compose:
+    """One view of a uint8 [3, H, W] image: uint8 [3, s, s], s = view.size (the paper's order of
+    operations; solarization last, as BYOL)."""
     steps: list[v2.Transform] = [
-        v2.RandomResizedCrop(size, scale=augment.scale, ratio=augment.ratio, antialias=True)
+        v2.RandomResizedCrop(view.size, scale=view.scale, ratio=augment.ratio, antialias=True)
     ]
     if augment.flip_p > 0:
         steps.append(v2.RandomHorizontalFlip(augment.flip_p))
@@ -36,29 +37,31 @@ def build_transform(augment: AugmentConfig) -> v2.Compose:
         steps.append(v2.RandomApply([jitter], p=augment.jitter_p))
     if augment.gray_p > 0:
         steps.append(v2.RandomGrayscale(augment.gray_p))
-    if augment.blur_p > 0:
-        blur = v2.GaussianBlur(augment.blur_kernel_size, sigma=augment.blur_sigma)
-        steps.append(v2.RandomApply([blur], p=augment.blur_p))
+    if view.blur_p > 0:
+        blur = v2.GaussianBlur(view.blur_kernel_size, sigma=augment.blur_sigma)
+        steps.append(v2.RandomApply([blur], p=view.blur_p))
+    if view.solarize_p > 0:
+        steps.append(v2.RandomSolarize(SOLARIZE_THRESHOLD, p=view.solarize_p))
     return v2.Compose(steps)
 
 
-class TwoViewDataset(Dataset):
-    """Item i: two independently augmented uint8 views [3, S, S] of source image i."""
+class MultiViewDataset(Dataset):
+    """Item i: the views of source image i, uint8 [3, s, s] each, one independent draw each."""
 
     def __init__(self, source: Source, augment: AugmentConfig) -> None:
         self.source = source
-        self.transform = build_transform(augment)
+        self.transforms = [build_transform(augment, view) for view in augment.view_specs()]
         self.epoch_seed = 0
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image = self._image(index)
         sample_seed = np.random.SeedSequence([self.epoch_seed, index]).generate_state(1)[0]
         with torch.random.fork_rng(devices=[]):  # never disturb the caller's global RNG
             torch.default_generator.manual_seed(int(sample_seed))  # CPU only: transforms run here
-            return self.transform(image), self.transform(image)
+            return tuple(transform(image) for transform in self.transforms)
 
     def _image(self, index: int) -> torch.Tensor:
         if not isinstance(self.source, FileSource):
@@ -76,13 +79,13 @@ class TwoViewDataset(Dataset):
         raise RuntimeError(f"no image in {self.source.name!r} is readable any more")
 
 
-def _stack_views(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-    first, second = zip(*samples, strict=True)
-    return torch.stack(first), torch.stack(second)
+def _stack_views(samples: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.stack(views) for views in zip(*samples, strict=True))
 
 
-class TorchTwoViews:
-    """Yields (view1, view2) per batch: [B, 3, S, S] channels_last, `dtype`, on `device`."""
+class TorchViews:
+    """Yields a tuple of views per batch, in `augment.view_specs()` order: [B, 3, s, s] each,
+    channels_last, `dtype`, on `device`."""
 
     def __init__(
         self,
@@ -93,14 +96,14 @@ class TorchTwoViews:
         dtype: torch.dtype,
         num_workers: int,
     ) -> None:
-        self.dataset = TwoViewDataset(source, augment)
+        self.dataset = MultiViewDataset(source, augment)
         self.device = device
         self.dtype = dtype
         self.num_workers = num_workers
         self.mean = 255.0 * torch.tensor(augment.mean, device=device).view(1, 3, 1, 1)
         self.inv_std = 1.0 / (255.0 * torch.tensor(augment.std, device=device).view(1, 3, 1, 1))
 
-    def epoch(self, batches: np.ndarray, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, batches: np.ndarray, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """One epoch over `batches` ([n, B] source indices), augmentations seeded by `seed`."""
         self.dataset.epoch_seed = seed  # workers start after this line and copy it
         pin = self.device.type == "cuda"
@@ -111,8 +114,8 @@ class TorchTwoViews:
             collate_fn=_stack_views,
             pin_memory=pin,
         )
-        for first, second in loader:
-            yield self._normalize(first, pin), self._normalize(second, pin)
+        for views in loader:
+            yield tuple(self._normalize(view, pin) for view in views)
 
     def _normalize(self, views: torch.Tensor, non_blocking: bool) -> torch.Tensor:
         views = views.to(self.device, non_blocking=non_blocking)

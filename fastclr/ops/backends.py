@@ -30,9 +30,17 @@ class Backend:
     summary: str
     module: str | None  # primitives module; None for the reference, which is not row-blocked
     members: tuple[str, ...] = NT_XENT_ONLY
+    # Module with the family's family_forward_rows / family_backward_rows (fastclr/ops/family.py's
+    # signatures) when the backend implements members beyond nt_xent.
+    family_module: str | None = None
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
+
+    def load_family(self) -> ModuleType:
+        if self.family_module is None:
+            raise UsageError(f"the {self.name} backend implements no loss-family member")
+        return importlib.import_module(self.family_module)
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         """None when usable for tensors of this device and dtype, else why not."""
@@ -55,8 +63,15 @@ BACKENDS: dict[str, Backend] = {
             "PyTorch row blocks, O(N*D) memory, any device",
             "fastclr.ops.chunked",
             MEMBERS,
+            "fastclr.ops.family",
         ),
-        Backend("triton", "fused Triton kernels, O(N*D) memory", "fastclr.ops.triton_backend"),
+        Backend(
+            "triton",
+            "fused Triton kernels, O(N*D) memory",
+            "fastclr.ops.triton_backend",
+            MEMBERS,
+            "fastclr.ops.family_triton",
+        ),
         Backend("cuda", "fused CUDA C++ kernels, O(N*D) memory", "fastclr.ops.cuda_backend"),
     )
 }
@@ -129,7 +144,11 @@ def member_unavailable_reason(backend: str, member: str) -> str | None:
     """None when `backend` implements the family member `member`, else why not (no device check)."""
     if member in BACKENDS[backend].members:
         return None
-    return f"the {backend} backend has no {member} kernels yet (it implements {BACKENDS[backend].members})"
+    return (
+        f"the {backend} backend has no {member} kernels (it implements "
+        f"{', '.join(BACKENDS[backend].members)}; the triton and chunked backends implement every "
+        "member)"
+    )
 
 
 def resolve_member(member: str, name: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -149,6 +168,12 @@ def resolve_member(member: str, name: str, device: torch.device, dtype: torch.dt
             f"backend={name!r} cannot compute {member}: {reason}; use backend='auto' or 'chunked'"
         )
     return resolve(name, device, dtype).name
+
+
+def family_primitives(name: str) -> ModuleType:
+    """The module holding backend `name`'s family_forward_rows / family_backward_rows (a name
+    resolve_member returned)."""
+    return BACKENDS[name].load_family()
 
 
 def member_report() -> dict[str, dict[str, str | None]]:

@@ -26,7 +26,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from fastclr.ops.family import AnchorStats, family_backward_rows, family_forward_rows
+from fastclr.ops.backends import family_primitives
+from fastclr.ops.family import AnchorStats
 from fastclr.ops.global_negatives import all_gather_stacked, check_same_rows
 
 
@@ -42,7 +43,10 @@ class GlobalTwoTowerRows(torch.autograd.Function):
         scale: Tensor | None,
         inv_temp: float,
         group: dist.ProcessGroup | None,
+        backend: str = "chunked",
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        primitives = family_primitives(backend)
+        family_forward_rows = primitives.family_forward_rows
         rank, world, n = dist.get_rank(group), dist.get_world_size(group), a.shape[0]
         columns_a = all_gather_stacked(a.detach(), group).flatten(0, 1)  # [W·n, D]
         columns_b = all_gather_stacked(b.detach(), group).flatten(0, 1)
@@ -57,7 +61,7 @@ class GlobalTwoTowerRows(torch.autograd.Function):
         ctx.save_for_backward(
             a, b, columns_a, columns_b, ids, labels, lse_a, lse_b, lse_a_all, lse_b_all, scale
         )
-        ctx.inv_temp, ctx.group = inv_temp, group
+        ctx.inv_temp, ctx.group, ctx.primitives = inv_temp, group, primitives
         ctx.mark_non_differentiable(total)
         return lse_a, pos_a, lse_b, pos_b, total
 
@@ -75,13 +79,13 @@ class GlobalTwoTowerRows(torch.autograd.Function):
         rows_b = AnchorStats(lse_b, local[:, 2], local[:, 3], one)
         all_a = AnchorStats(lse_a_all, every[:, 0], every[:, 1], ones)
         all_b = AnchorStats(lse_b_all, every[:, 2], every[:, 3], ones)
-        c = ctx.inv_temp
+        c, family_backward_rows = ctx.inv_temp, ctx.primitives.family_backward_rows
         grad_a, dot_a, _ = family_backward_rows(a, columns_b, ids, labels, c, rows_a, all_b)
         grad_b, dot_b, _ = family_backward_rows(b, columns_a, ids, labels, c, rows_b, all_a)
         grad_scale = None
         if ctx.needs_input_grad[2]:
             grad_scale = ((dot_a + dot_b) / c).to(scale.device, scale.dtype)
-        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, None, None
+        return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_scale, None, None, None
 
 
 def clip_loss_global(
@@ -92,15 +96,20 @@ def clip_loss_global(
     *,
     scale_tensor: Tensor | None,
     group: dist.ProcessGroup | None = None,
+    backend: str = "chunked",
 ) -> Tensor:
     """clip_loss over the global batch of all ranks (module docstring); inputs already checked.
+
+    backend: the family primitives to run ("chunked" or "triton", fastclr.ops.backends).
 
     Returns the global mean/sum on every rank (gradient path: W x this rank's rows), or the [2, n]
     local rows for "none".
     """
     world = dist.get_world_size(group)
     check_same_rows(a.shape[0], a.shape[1], group)
-    lse_a, pos_a, lse_b, pos_b, total = GlobalTwoTowerRows.apply(a, b, scale_tensor, scale, group)
+    lse_a, pos_a, lse_b, pos_b, total = GlobalTwoTowerRows.apply(
+        a, b, scale_tensor, scale, group, backend
+    )
     rows = torch.stack([lse_a - pos_a, lse_b - pos_b])
     if reduction == "none":
         return rows

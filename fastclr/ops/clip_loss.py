@@ -49,8 +49,9 @@ def clip_loss(
             one-element tensor > 0; a tensor that requires grad gets dL/dlogit_scale.
         reduction: "mean" (OpenCLIP's value), "sum", or "none": [2, N], row 0 the image->text
             cross-entropies, row 1 the text->image ones ("mean" is their mean).
-        backend: "auto" or "chunked" (the spec, any device); the fused backends have no CLIP
-            kernels yet and are refused by name.
+        backend: "auto" (the Triton kernels for CUDA tensors where usable, else the spec),
+            "chunked" (the spec, any device) or "triton" (fused kernels, one row-parallel call
+            per tower); "cuda" has no CLIP kernels and is refused by name.
         gather_distributed: every rank's pairs are negatives of every row (torch.distributed),
             exact gradients (fastclr/ops/clip_global.py): "mean"/"sum" return the global value,
             "none" the local [2, n] rows; without a process group or with one rank, the
@@ -65,14 +66,21 @@ def clip_loss(
     check_towers(image_features, text_features)
     scale, scale_tensor = check_logit_scale(logit_scale)
     check_reduction(reduction)
-    backends.resolve_member("clip_loss", backend, image_features.device, image_features.dtype)
+    chosen = backends.resolve_member(
+        "clip_loss", backend, image_features.device, image_features.dtype
+    )
     if gather_distributed and distributed_world_size() > 1:
         return clip_loss_global(
-            image_features, text_features, scale, reduction, scale_tensor=scale_tensor
+            image_features,
+            text_features,
+            scale,
+            reduction,
+            scale_tensor=scale_tensor,
+            backend=chosen,
         )
     labels = torch.arange(image_features.shape[0], device=image_features.device)
     lse_a, pos_a, lse_b, pos_b = TwoTowerRows.apply(
-        image_features, text_features, labels, scale_tensor, scale
+        image_features, text_features, labels, scale_tensor, scale, chosen
     )
     losses = torch.stack([lse_a - pos_a, lse_b - pos_b])
     if reduction == "mean":

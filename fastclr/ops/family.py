@@ -154,6 +154,7 @@ def family_backward_rows(
     decoupled: bool = False,
     block: int | None = None,
     column_grad: bool = False,
+    unit_rows: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Gradient of L with respect to the anchors zr, sum_{i,k} G_ik s_ik, and (two towers) the
     columns' gradient.
@@ -166,6 +167,9 @@ def family_backward_rows(
         column_grad: two towers only (columns given, no row_ids, no queue): also return dL/dzc
             from the same tiles, c sum_i (G^rows_ik + G^cols_ik) zr_i accumulated over row blocks,
             so one pass serves both towers; the scalar then covers both roles.
+        unit_rows: the caller's promise that zr, zc and the queue are L2-normalized (|s| <= c);
+            a fused backend shares one exponential between the roles with it. The spec computes
+            each role's exponential exactly and needs no bound, so it ignores the flag.
 
     Returns:
         grad [M, D], the scalar sum_{i,k} G_ik s_ik over the row roles (and the column roles with

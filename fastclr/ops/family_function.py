@@ -11,6 +11,10 @@ and autograd carries it on to tau when c = 1 / tau. Unlike the homogeneity ident
 fastclr/ops/function.py (a factor 1/(2 tau) valid when every column is a scaled row), this form
 holds with a queue and with two towers alike.
 
+Backends. `backend` names the primitives (fastclr.ops.backends.family_primitives): "chunked",
+the spec, or "triton", the fused kernels (fastclr/ops/family_triton.py), which return fp32
+statistics for fp32/fp16/bf16 rows exactly as the spec does.
+
 The backward is first-order only (once_differentiable).
 """
 
@@ -19,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from fastclr.ops.family import AnchorStats, family_backward_rows, family_forward_rows
+from fastclr.ops.backends import family_primitives
+from fastclr.ops.family import AnchorStats
 
 
 def _scale_grad(scale: Tensor, scale_dot: Tensor, inv_temp: float) -> Tensor:
@@ -28,7 +33,8 @@ def _scale_grad(scale: Tensor, scale_dot: Tensor, inv_temp: float) -> Tensor:
 
 class AnchorRows(torch.autograd.Function):
     """One tower: rows z_hat [C, D] are anchors and columns (self masked), plus an optional queue
-    [K, D] of negatives. -> (lse [C], pos [C], count [C] int64, not differentiable)."""
+    [K, D] of negatives, on the named backend's primitives. -> (lse [C], pos [C], count [C] int64,
+    not differentiable)."""
 
     @staticmethod
     def forward(
@@ -39,9 +45,11 @@ class AnchorRows(torch.autograd.Function):
         scale: Tensor | None,
         inv_temp: float,
         decoupled: bool,
+        backend: str = "chunked",
     ) -> tuple[Tensor, Tensor, Tensor]:
         row_ids = torch.arange(z_hat.shape[0], device=z_hat.device)
-        lse, pos, count = family_forward_rows(
+        primitives = family_primitives(backend)
+        lse, pos, count = primitives.family_forward_rows(
             z_hat,
             z_hat,
             labels,
@@ -52,7 +60,7 @@ class AnchorRows(torch.autograd.Function):
             decoupled=decoupled,
         )
         ctx.save_for_backward(z_hat, labels, queue, scale, lse, count)
-        ctx.inv_temp, ctx.decoupled = inv_temp, decoupled
+        ctx.inv_temp, ctx.decoupled, ctx.primitives = inv_temp, decoupled, primitives
         ctx.mark_non_differentiable(count)
         return lse, pos, count
 
@@ -62,7 +70,7 @@ class AnchorRows(torch.autograd.Function):
         z_hat, labels, queue, scale, lse, count = ctx.saved_tensors
         stats = AnchorStats(lse, grad_lse.to(lse.dtype), grad_pos.to(lse.dtype), count)
         row_ids = torch.arange(z_hat.shape[0], device=z_hat.device)
-        grad, scale_dot, _ = family_backward_rows(
+        grad, scale_dot, _ = ctx.primitives.family_backward_rows(
             z_hat,
             z_hat,
             labels,
@@ -73,27 +81,43 @@ class AnchorRows(torch.autograd.Function):
             row_ids=row_ids,
             queue=queue,
             decoupled=ctx.decoupled,
+            unit_rows=True,  # z_hat and the queue are normalized by the members
         )
         grad_scale = None
         if ctx.needs_input_grad[3]:
             grad_scale = _scale_grad(scale, scale_dot, ctx.inv_temp)
-        return grad.to(z_hat.dtype), None, None, grad_scale, None, None
+        return grad.to(z_hat.dtype), None, None, grad_scale, None, None, None
 
 
 class TwoTowerRows(torch.autograd.Function):
     """Two towers a [N, D], b [N, D]: rows of each are anchors against the other's rows (no self
-    mask), positives where labels agree. -> (lse_a, pos_a, lse_b, pos_b), each [N]."""
+    mask), positives where labels agree. -> (lse_a, pos_a, lse_b, pos_b), each [N].
+
+    The chunked spec serves both towers from one pass over the tiles of a·bᵀ (column_stats,
+    column_grad); the fused kernels are row-parallel, so they take one call per tower as anchors
+    (twice the score tiles, no atomics): in backward each call's column role is the other tower's
+    softmax, and the two row-role scalars together cover every (anchor, column) pair once."""
 
     @staticmethod
     def forward(
-        ctx, a: Tensor, b: Tensor, labels: Tensor, scale: Tensor | None, inv_temp: float
+        ctx,
+        a: Tensor,
+        b: Tensor,
+        labels: Tensor,
+        scale: Tensor | None,
+        inv_temp: float,
+        backend: str = "chunked",
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        # One pass over the tiles of a·bᵀ gives both towers' stats (the columns' from the same tiles).
-        lse_a, pos_a, count_a, lse_b, pos_b, count_b = family_forward_rows(
-            a, b, labels, labels, inv_temp, column_stats=True
-        )
+        primitives = family_primitives(backend)
+        if backend == "chunked":
+            lse_a, pos_a, count_a, lse_b, pos_b, count_b = primitives.family_forward_rows(
+                a, b, labels, labels, inv_temp, column_stats=True
+            )
+        else:
+            lse_a, pos_a, count_a = primitives.family_forward_rows(a, b, labels, labels, inv_temp)
+            lse_b, pos_b, count_b = primitives.family_forward_rows(b, a, labels, labels, inv_temp)
         ctx.save_for_backward(a, b, labels, scale, lse_a, count_a, lse_b, count_b)
-        ctx.inv_temp = inv_temp
+        ctx.inv_temp, ctx.backend, ctx.primitives = inv_temp, backend, primitives
         return lse_a, pos_a, lse_b, pos_b
 
     @staticmethod
@@ -103,14 +127,19 @@ class TwoTowerRows(torch.autograd.Function):
         acc = lse_a.dtype
         stats_a = AnchorStats(lse_a, g_lse_a.to(acc), g_pos_a.to(acc), count_a)
         stats_b = AnchorStats(lse_b, g_lse_b.to(acc), g_pos_b.to(acc), count_b)
-        c = ctx.inv_temp
-        grad_a, scale_dot, grad_b = family_backward_rows(
-            a, b, labels, labels, c, stats_a, stats_b, column_grad=True
-        )
+        c, backward_rows = ctx.inv_temp, ctx.primitives.family_backward_rows
+        if ctx.backend == "chunked":
+            grad_a, scale_dot, grad_b = backward_rows(
+                a, b, labels, labels, c, stats_a, stats_b, column_grad=True
+            )
+        else:
+            grad_a, dot_a, _ = backward_rows(a, b, labels, labels, c, stats_a, stats_b)
+            grad_b, dot_b, _ = backward_rows(b, a, labels, labels, c, stats_b, stats_a)
+            scale_dot = dot_a + dot_b
         grad_scale = None
         if ctx.needs_input_grad[3]:
             grad_scale = _scale_grad(scale, scale_dot, c)
-        return grad_a.to(a.dtype), grad_b.to(b.dtype), None, grad_scale, None
+        return grad_a.to(a.dtype), grad_b.to(b.dtype), None, grad_scale, None, None
 
 
 def normalize_rows(z: Tensor) -> Tensor:

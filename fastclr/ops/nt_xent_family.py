@@ -52,7 +52,7 @@ def nt_xent_family(
             "two pairs (or a queue of negatives)"
         )
     member = "dcl" if decoupled else "nt_xent_negatives"  # names of fastclr.ops.backends.MEMBERS
-    backends.resolve_member(member, backend, z1.device, z1.dtype)
+    chosen = backends.resolve_member(member, backend, z1.device, z1.dtype)
     z_hat = normalized_rows(z1, z2)
     labels = torch.arange(n, device=z1.device).repeat(2)
     queue = None if negatives is None else normalize_rows(negatives)
@@ -61,10 +61,12 @@ def nt_xent_family(
         check_same_rows(n, z1.shape[1], None)
         labels = labels + dist.get_rank() * n  # global image ids: rank r's image k is r·n + k
         lse, pos, _ = GlobalAnchorRows.apply(
-            z_hat, labels, scale, 1.0 / temperature, None, queue, decoupled
+            z_hat, labels, scale, 1.0 / temperature, None, queue, decoupled, chosen
         )
     else:
-        lse, pos, _ = AnchorRows.apply(z_hat, labels, queue, scale, 1.0 / temperature, decoupled)
+        lse, pos, _ = AnchorRows.apply(
+            z_hat, labels, queue, scale, 1.0 / temperature, decoupled, chosen
+        )
     if dcl_weight_sigma is not None:
         # Over the local batch, as lightly's DCLWLoss computes them with gather_distributed.
         pos = pos * von_mises_fisher_weights(z_hat, dcl_weight_sigma).to(pos.dtype)

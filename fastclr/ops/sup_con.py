@@ -36,8 +36,9 @@ def sup_con(
             tensor; one that requires grad gets dL/dtau.
         reduction: "mean" over the anchors that have a positive, "sum", or "none" (per-anchor
             losses shaped like z's leading dims, [M] or [B, V]).
-        backend: "auto" or "chunked" (the spec, any device); the fused backends have no SupCon
-            kernels yet and are refused by name.
+        backend: "auto" (the Triton kernels for CUDA tensors where usable, else the spec),
+            "chunked" (the spec, any device) or "triton" (fused kernels, fastclr/ops/
+            family_triton.py); "cuda" has no SupCon kernels and is refused by name.
         gather_distributed: every rank's rows are negatives and positives of every anchor
             (torch.distributed), exact gradients (fastclr/ops/sup_con_global.py): "mean"/"sum" are
             the global values, "none" the local rows. Labels are compared across ranks: class ids,
@@ -61,19 +62,19 @@ def sup_con(
     check_labels(labels, z.shape[0], z.device, what, views, require_positive=not gather)
     tau, tau_tensor = check_temperature(temperature)
     check_reduction(reduction)
-    backends.resolve_member("sup_con", backend, z.device, z.dtype)
+    chosen = backends.resolve_member("sup_con", backend, z.device, z.dtype)
     # View-major rows, cat(view 0, view 1, ...): nt_xent's cat(z1, z2) order for V = 2.
     rows = z.transpose(0, 1).flatten(0, 1) if z.dim() == 3 else z
-    row_labels = labels.repeat(views)
+    row_labels = labels.to(torch.int64).repeat(views)
     scale = None if tau_tensor is None else 1.0 / tau_tensor
     if gather:
         check_same_rows(rows.shape[0], rows.shape[1], None)
         lse, pos, count = GlobalAnchorRows.apply(
-            normalize_rows(rows), row_labels, scale, 1.0 / tau, None
+            normalize_rows(rows), row_labels, scale, 1.0 / tau, None, None, False, chosen
         )
     else:
         lse, pos, count = AnchorRows.apply(
-            normalize_rows(rows), row_labels, None, scale, 1.0 / tau, False
+            normalize_rows(rows), row_labels, None, scale, 1.0 / tau, False, chosen
         )
     has_positive = count > 0
     losses = torch.where(has_positive, lse - pos, 0.0)

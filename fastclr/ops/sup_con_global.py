@@ -22,14 +22,15 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from fastclr.errors import UsageError
-from fastclr.ops.family import AnchorStats, family_backward_rows, family_forward_rows
+from fastclr.ops.backends import family_primitives
+from fastclr.ops.family import AnchorStats
 from fastclr.ops.global_negatives import all_gather_stacked
 
 
 class GlobalAnchorRows(torch.autograd.Function):
     """Local normalized rows [m, D] with labels [m] -> (lse, pos, count) [m] against all ranks'
     rows, plus this rank's queue [K, D] of negatives if given (no column role, so a queue needs no
-    communication); count is not differentiable."""
+    communication), on the named backend's primitives; count is not differentiable."""
 
     @staticmethod
     def forward(
@@ -41,12 +42,14 @@ class GlobalAnchorRows(torch.autograd.Function):
         group: dist.ProcessGroup | None,
         queue: Tensor | None = None,
         decoupled: bool = False,
+        backend: str = "chunked",
     ) -> tuple[Tensor, Tensor, Tensor]:
+        primitives = family_primitives(backend)
         rank, m = dist.get_rank(group), z_hat.shape[0]
         columns = all_gather_stacked(z_hat.detach(), group).flatten(0, 1)  # [W·m, D]
         col_labels = all_gather_stacked(labels.to(torch.int64), group).flatten()
         ids = torch.arange(m, device=z_hat.device) + rank * m
-        lse, pos, count = family_forward_rows(
+        lse, pos, count = primitives.family_forward_rows(
             z_hat,
             columns,
             labels.to(torch.int64),
@@ -62,6 +65,7 @@ class GlobalAnchorRows(torch.autograd.Function):
             z_hat, columns, labels, col_labels, ids, lse, count, every, scale, queue
         )
         ctx.inv_temp, ctx.group, ctx.decoupled = inv_temp, group, decoupled
+        ctx.primitives = primitives
         ctx.mark_non_differentiable(count)
         return lse, pos, count
 
@@ -73,7 +77,7 @@ class GlobalAnchorRows(torch.autograd.Function):
         grads = all_gather_stacked(local, ctx.group).flatten(0, 1)  # [W·m, 2], 8·W·m bytes
         rows = AnchorStats(lse, local[:, 0], local[:, 1], count)
         cols = AnchorStats(every[:, 0], grads[:, 0], grads[:, 1], every[:, 1].round().long())
-        grad, scale_dot, _ = family_backward_rows(
+        grad, scale_dot, _ = ctx.primitives.family_backward_rows(
             z_hat,
             columns,
             labels.to(torch.int64),
@@ -84,11 +88,12 @@ class GlobalAnchorRows(torch.autograd.Function):
             row_ids=ids,
             queue=queue,
             decoupled=ctx.decoupled,
+            unit_rows=True,  # z_hat and the queue are normalized by the members
         )
         grad_scale = None
         if ctx.needs_input_grad[2]:
             grad_scale = (scale_dot / ctx.inv_temp).to(scale.device, scale.dtype)
-        return grad.to(z_hat.dtype), None, grad_scale, None, None, None, None
+        return grad.to(z_hat.dtype), None, grad_scale, None, None, None, None, None
 
 
 def global_reduction(losses: Tensor, has_positive: Tensor, reduction: str) -> Tensor:

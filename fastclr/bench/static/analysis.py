@@ -23,7 +23,16 @@ from pathlib import Path
 
 from fastclr.bench.static import roofline
 from fastclr.bench.static.arches import ARCHES
-from fastclr.bench.static.cases import ELEM_BYTES, PRECISIONS, Case, Selection, cases
+from fastclr.bench.static.cases import (
+    ALL_KERNELS,
+    ELEM_BYTES,
+    KERNELS,
+    PRECISIONS,
+    Case,
+    Selection,
+    cases,
+    role,
+)
 from fastclr.bench.static.occupancy import ctas_per_sm
 from fastclr.bench.static.render import pick_order
 from fastclr.bench.static.toolchain import require_tools
@@ -86,7 +95,11 @@ def compile_all(
             triton.__version__,
             tool_version(Path(tools["ptxas"])),
             ANALYSIS_VERSION,
-            {kernel: jit_function(kernel).cache_key for kernel in ("forward", "backward")},
+            {
+                kernel: jit_function(kernel).cache_key
+                for kernel in ALL_KERNELS
+                if kernel in KERNELS or any(key.kernel == kernel for key in keys)
+            },
         ]
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +130,7 @@ def compile_all(
 
 def _hbm_bytes(kernel: str, rows: int, dim: int, elem_bytes: int) -> int:
     operands = 2 * rows * dim * elem_bytes  # zr and zc (M = C = 2N), each read from HBM once
-    if kernel == "forward":
+    if role(kernel) == "forward":
         return operands + 2 * rows * 4
     return operands + rows * dim * 4 + 2 * rows * 4
 
@@ -174,8 +187,11 @@ def derive(case: Case, record: dict) -> dict:
         nested_loops=loop["nested_loops"],
     )
     if case.arch == 90 and row["fits"]:
-        grid_d = 1 if case.kernel == "forward" else -(-case.dim // case.block_d)
+        grid_d = 1 if role(case.kernel) == "forward" else -(-case.dim // case.block_d)
+        # The NT-Xent launchers split the column tiles to fill the GPU; the family kernels do not.
         splits = configs.column_splits(case.rows, case.rows, roofline.SMS)
+        if case.kernel not in KERNELS:
+            splits = 1
         tiles = -(-case.rows // block_n)
         row["column_splits"] = splits
         hbm = _hbm_bytes(

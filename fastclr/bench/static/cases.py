@@ -1,6 +1,12 @@
 """What `fastclr bench static` compiles: every (kernel, precision, D, 2N, arch) case with the launch
 constexprs fastclr/ops/triton_backend.py would pass, and the configs the autotuner keeps for it on
 that architecture (kernels/configs.py's own prune, fed the architecture's shared-memory limit).
+
+The loss-family kernels (kernels/family_*.py, launched by fastclr/ops/family_triton.py) are cases
+too, selected by name (`--kernel family_forward,family_backward`); the default selection stays the
+NT-Xent kernels. They are compiled for SupCon / multi-view SimCLR on one GPU (M = C = 2N, the self
+column masked, the backward's column role on, no queue, not decoupled), with
+kernels/family_configs.py's configs and prune.
 """
 
 from dataclasses import dataclass
@@ -9,10 +15,12 @@ import triton
 
 from fastclr.bench.static.arches import ARCHES, SMEM_LIMITS
 from fastclr.bench.static.triton_compile import CompileKey
-from fastclr.kernels import configs
+from fastclr.kernels import configs, family_configs
 from fastclr.ops.triton_backend import SHARED_EXP_MAX_INV_TEMP, STATIC_SHIFT_MAX_INV_TEMP
 
-KERNELS = ("forward", "backward")
+KERNELS = ("forward", "backward")  # NT-Xent: the default selection
+FAMILY_KERNELS = ("family_forward", "family_backward")
+ALL_KERNELS = KERNELS + FAMILY_KERNELS
 # precision label -> (operand dtype, DOT_PRECISION)
 PRECISIONS = {
     "bf16": ("bf16", "tf32"),
@@ -63,37 +71,59 @@ def _heuristics(kernel: str) -> dict:
     return fn.values
 
 
+def role(kernel: str) -> str:
+    """ "forward" or "backward": the pass a kernel is (family kernels included)."""
+    return "forward" if kernel.endswith("forward") else "backward"
+
+
+def _tuning(kernel: str):
+    """The configs module that tunes `kernel`."""
+    return family_configs if kernel in FAMILY_KERNELS else configs
+
+
 def config_list(kernel: str) -> list[triton.Config]:
-    return configs.forward_configs() if kernel == "forward" else configs.backward_configs()
+    tuning = _tuning(kernel)
+    return tuning.forward_configs() if role(kernel) == "forward" else tuning.backward_configs()
 
 
 def launch_constexprs(
     kernel: str, precision: str, dim: int, rows: int, block_n: int, cc: int
 ) -> dict:
     """The constexprs the launcher passes (and its heuristics derive) for a single-GPU launch:
-    M = C = 2N rows, contiguous operands."""
+    M = C = 2N rows, contiguous operands (family kernels: the SupCon case, module docstring)."""
     dtype, dot_precision = PRECISIONS[precision]
-    block_d, single_d = configs.feature_block(dim, ELEM_BYTES[dtype])
+    block_d, single_d = _tuning(kernel).feature_block(dim, ELEM_BYTES[dtype])
     values = {"BLOCK_D": block_d, "SINGLE_D": single_d, "DOT_PRECISION": dot_precision}
     if kernel == "backward":
         values["SHARED_EXP"] = 1 / TEMPERATURE <= SHARED_EXP_MAX_INV_TEMP
         values["SCALE_WEIGHTS"] = dtype == "fp16"
-    else:
+    if kernel == "forward":
         values["STATIC_SHIFT"] = 1 / TEMPERATURE <= STATIC_SHIFT_MAX_INV_TEMP
-    values["SPLIT_MASKS"] = configs.split_masks(cc, ELEM_BYTES[dtype], dot_precision, block_d)
-    args = {"M": rows, "C": rows, "D": dim, "BLOCK_N": block_n, **values}
+    if kernel in KERNELS:
+        values["SPLIT_MASKS"] = configs.split_masks(cc, ELEM_BYTES[dtype], dot_precision, block_d)
+    if kernel in FAMILY_KERNELS:
+        values.update(HAS_SELF=True, HAS_QUEUE=False, DECOUPLED=False)
+    if kernel == "family_backward":  # normalized rows: the shared exponential where allowed
+        values.update(
+            HAS_COLUMN_ROLE=True,
+            SHARED_EXP=1 / TEMPERATURE <= SHARED_EXP_MAX_INV_TEMP,
+            SCALE_WEIGHTS=dtype == "fp16",
+        )
+    args = {"M": rows, "C": rows, "K": 0, "D": dim, "BLOCK_N": block_n, **values}
     for name, rule in _heuristics(kernel).items():
         values[name] = bool(rule(args))
     return values
 
 
 def kept_configs(kernel: str, precision: str, dim: int, cc: int) -> list[triton.Config]:
-    """The configs the autotuner keeps on sm_<cc>: kernels/configs.py's prune with that arch's limit."""
+    """The configs the autotuner keeps on sm_<cc>: the kernel's configs module's prune with that
+    arch's limit."""
     dtype, dot_precision = PRECISIONS[precision]
-    block_d, single_d = configs.feature_block(dim, ELEM_BYTES[dtype])
-    return configs.fitting_configs(
+    tuning = _tuning(kernel)
+    block_d, single_d = tuning.feature_block(dim, ELEM_BYTES[dtype])
+    return tuning.fitting_configs(
         config_list(kernel),
-        kernel,
+        role(kernel),
         block_d=block_d,
         single_d=single_d,
         elem_bytes=ELEM_BYTES[dtype],

@@ -35,7 +35,12 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
         "times; writes bench/results/static/<triton version>/static.{json,md}",
     )
     parser.add_argument("--arch", default="80,86,89,90", help="compute capabilities (default: all)")
-    parser.add_argument("--kernel", default="forward,backward", help="default: both")
+    parser.add_argument(
+        "--kernel",
+        default="forward,backward",
+        help="default: the NT-Xent forward and backward; family_forward,family_backward: the "
+        "loss-family kernels (SupCon case)",
+    )
     parser.add_argument(
         "--precision",
         default="bf16,fp16,fp32-tf32,fp32-tf32x3",
@@ -68,7 +73,7 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fastclr.bench.static import analysis, render
     from fastclr.bench.static.arches import ARCHES
-    from fastclr.bench.static.cases import KERNELS, PRECISIONS, Selection
+    from fastclr.bench.static.cases import ALL_KERNELS, PRECISIONS, Selection
 
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--dim needs D >= 1 and --rows an even 2N >= 2")
     selection = Selection(
         arches=_ints("arch", args.arch, tuple(ARCHES)),
-        kernels=_names("kernel", args.kernel, KERNELS),
+        kernels=_names("kernel", args.kernel, ALL_KERNELS),
         precisions=_names("precision", args.precision, tuple(PRECISIONS)),
         dims=dims,
         rows=rows,

@@ -86,7 +86,7 @@ def floor_us(
 ) -> float:
     """ESTIMATED physical floor: the minimal tensor work (2·M·C·D forward, twice that backward), one
     ex2 per score element (forward), HBM traffic; whichever is largest."""
-    products = 1 if kernel == "forward" else 2
+    products = 1 if kernel.endswith("forward") else 2
     tensor = products * 2 * rows * cols * dim / (TENSOR_FLOP_PER_CLK[precision] * SMS * CLOCK_HZ)
     mufu = rows * cols / (MUFU_PER_CLK * SMS * CLOCK_HZ)
     return max(tensor, mufu, hbm_bytes / gpu.hbm_bytes_per_s) * 1e6

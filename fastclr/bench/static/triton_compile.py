@@ -17,12 +17,14 @@ from pathlib import Path
 
 from fastclr.bench.static import sass
 
-# Argument-name conventions of kernels/nt_xent_*.py: unit feature strides are specialized to the
-# constant 1 by the launcher (contiguous rows); pointers are 16-byte aligned (torch allocations);
-# every integer size/stride is a multiple of 16 at the analysed shapes.
-UNIT_STRIDES = ("stride_zrd", "stride_zcd", "stride_gradd")
-OPERAND_POINTERS = ("ZR_ptr", "ZC_ptr")
-INDEX_POINTERS = ("ROW_IDS_ptr",)
+# Argument-name conventions of kernels/nt_xent_*.py and family_*.py: unit feature strides are
+# specialized to the constant 1 by the launcher (contiguous rows); pointers are 16-byte aligned
+# (torch allocations); every integer size/stride is a multiple of 16 at the analysed shapes (the
+# family's queue length K is 0 there, an ordinary i32 argument).
+UNIT_STRIDES = ("stride_zrd", "stride_zcd", "stride_qd", "stride_gradd")
+OPERAND_POINTERS = ("ZR_ptr", "ZC_ptr", "Q_ptr")
+INDEX_POINTERS = ("ROW_IDS_ptr", "ROW_LABELS_ptr", "COL_LABELS_ptr", "COUNT_ptr")
+INTEGER_SIZES = ("M", "C", "K", "D")
 FLOAT_SCALARS = ("inv_temp",)
 POINTER_TYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 
@@ -31,7 +33,7 @@ POINTER_TYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 class CompileKey:
     """One compile: kernel, operand dtype, launch constexprs, config, target."""
 
-    kernel: str  # "forward" | "backward"
+    kernel: str  # "forward" | "backward" | "family_forward" | "family_backward"
     dtype: str  # "bf16" | "fp16" | "fp32"
     constexprs: tuple[tuple[str, object], ...]  # sorted (name, value) of the launcher's constexprs
     block_m: int
@@ -48,8 +50,12 @@ def wrapped_kernel(kernel: str):
     """The kernel as the launcher calls it (autotune over heuristics over @triton.jit)."""
     if kernel == "forward":
         from fastclr.kernels.nt_xent_forward import nt_xent_forward_kernel as wrapped
-    else:
+    elif kernel == "backward":
         from fastclr.kernels.nt_xent_backward import nt_xent_backward_kernel as wrapped
+    elif kernel == "family_forward":
+        from fastclr.kernels.family_forward import family_forward_kernel as wrapped
+    else:
+        from fastclr.kernels.family_backward import family_backward_kernel as wrapped
     return wrapped
 
 
@@ -76,7 +82,7 @@ def _signature(fn, dtype: str, constexprs: dict) -> tuple[dict, dict, dict]:
             signature[name] = "*fp32"
         elif name in FLOAT_SCALARS:
             signature[name] = "fp32"
-        elif name[:1].islower() or name in ("M", "C", "D"):
+        elif name[:1].islower() or name in INTEGER_SIZES:
             signature[name] = "i32"
         else:
             raise ValueError(f"{fn.__name__}: no launch value for constexpr {name}")
