@@ -64,6 +64,43 @@ def headline_lines(document: dict) -> list[str]:
     return lines
 
 
+def large_d_lines(document: dict) -> list[str]:
+    """Backward tensor FLOPs per C²·D at large D (bf16, sm_90, from the compiled code): the fused
+    kernel, where every output slice recomputes the scores, against the large-D path."""
+    rows = [
+        r
+        for r in document["triton"]
+        if r["kept"] and r["cc"] == 90 and r["precision"] == "bf16" and "tensor_flops_per_c2d" in r
+    ]
+    dims = sorted({r["dim"] for r in rows if r["kernel"] == "weights"})
+    if not dims:
+        return []
+    lines = [
+        "## Large D: backward tensor FLOPs per C²·D (bf16, sm_90, kept configs)",
+        "",
+        "| D | fused backward (recomputes the scores per output slice) | large-D path used from "
+        "D = 512 (weights kernel + one matmul) |",
+        "|---|---|---|",
+    ]
+    for dim in dims:
+
+        def spread(kernel: str, dim: int = dim) -> str:
+            values = sorted(
+                {
+                    r["tensor_flops_per_c2d"]
+                    for r in rows
+                    if r["kernel"] == kernel and r["dim"] == dim
+                }
+            )
+            if not values:
+                return "not analysed"
+            low, high = values[0], values[-1]
+            return f"{low:g}" if low == high else f"{low:g}–{high:g}"
+
+        lines.append(f"| {dim} | {spread('backward')} | {spread('weights')} |")
+    return [*lines, ""]
+
+
 def summary_lines(document: dict) -> list[str]:
     rows = [r for r in document["triton"] if r["kept"]]
     failed = sorted(
@@ -173,11 +210,14 @@ def markdown(document: dict) -> str:
         "",
         "## 2N = 8192, D = 128, bf16, sm_90 (H100 / H200): ESTIMATED times",
         "",
-        '"model\'s pick" is the kept config with the lowest serialized estimate: a guess at what the '
-        "autotuner picks on the GPU, not a measurement.",
+        '"model\'s pick" is the kept config with the lowest serialized estimate (within 5%: the '
+        "fewest instructions per element): a guess at what the autotuner picks on the GPU, not a "
+        "measurement. The NT-Xent kernels split each row block's columns over several programs "
+        "(kernels/configs.py column_splits), so co-resident CTAs overlap one another's MMA waits.",
         "",
         *headline_lines(document),
         "",
+        *large_d_lines(document),
         "## Every analysed config (2N does not change the compiled code)",
         "",
         "instr/elem and MUFU.EX2/elem: SASS instructions (per thread) in the hot loop per score "
