@@ -4,15 +4,19 @@ pass that recomputes the similarity tiles from the saved log-sum-exp.
 For row i of zr with global index r = row_ids[i] among the C rows of zc, pos = (r + C/2) mod C,
 s_ik = inv_temp · <zr_i, zc_k>, and P_ik = exp(s_ik − lse_r) (S is symmetric, so P_ki =
 exp(s_ik − lse_k)):
-    w_ik    = g_r · exp(s_ik − lse_r) + g_k · exp(s_ik − lse_k)        (k ≠ r; w_ir = 0)
-    grad_i  = inv_temp · [ Σ_k w_ik zc_k − (g_r + g_pos) zc_pos ]
+    w_ik    = g_r · exp(s_ik − lse_r) + g_k · exp(s_ik − lse_k)        (k ≠ r, pos)
+    w_ir    = 0
+    w_i,pos = −(q_r + q_pos),   q_k = g_k · Q_k = g_k · exp(lse_neg_k − lse_k)
+    grad_i  = inv_temp · Σ_k w_ik zc_k
 
 Each program owns BLOCK_M rows and one BLOCK_D-wide slice of the feature dimension (the whole of D on the
 single-D fast path) and walks the C columns in BLOCK_N tiles: s = zr·zc_tileᵀ, then w, then
-acc += w·zc_tile into an fp32 [BLOCK_M, BLOCK_D] accumulator. The positive term goes into the weight of
-the positive column, w_i,pos −= g_r + g_pos, in fp32 before the weights are rounded for the product:
-near convergence P_i,pos → 1 and the two nearly cancel, so rounding them apart would leave an error of
-the size of the terms instead of the (small) gradient. No atomics; memory: the [M, D] fp32 output only.
+acc += w·zc_tile into an fp32 [BLOCK_M, BLOCK_D] accumulator. The positive column's weight
+g_r P_r,pos + g_pos P_pos,r − g_r − g_pos is −(q_r + q_pos), with Q = 1 − P(pos) the negatives' mass
+from the forward's two log-sum-exps: near convergence P(pos) → 1, and the tile's own P − 1 would keep
+only an absolute error of ~ulp(lse) instead of Q's relative one (fastclr/ops/chunked.py). The select
+replaces that column's weight, so the hot loop is unchanged. No atomics; memory: the [M, D] fp32
+output only.
 
 Exponentials: with SHARED_EXP (chosen by the launcher for inv_temp ≤ 30) both terms of w share one
 exp2, since |s_ik| ≤ inv_temp for unit rows:
@@ -56,6 +60,7 @@ def nt_xent_backward_kernel(
     ZC_ptr,
     ROW_IDS_ptr,
     LSE_ptr,
+    LSE_NEG_ptr,
     G_ptr,
     COL_W_ptr,
     G_MAX_ptr,
@@ -91,9 +96,14 @@ def nt_xent_backward_kernel(
     out_mask = offs_out < D
     scale = inv_temp * LOG2E  # logits in base 2
 
-    lse_r = tl.load(LSE_ptr + row_ids) * LOG2E
+    lse_row = tl.load(LSE_ptr + row_ids)
+    lse_pos = tl.load(LSE_ptr + pos_ids)
     g_r = tl.load(G_ptr + row_ids)
-    g_pos_pair = g_r + tl.load(G_ptr + pos_ids)
+    # The positive column's weight −(g_r Q_r + g_pos Q_pos), Q = exp(lse_neg − lse) (module docstring).
+    q_r = g_r * tl.exp2((tl.load(LSE_NEG_ptr + row_ids) - lse_row) * LOG2E)
+    q_pos = tl.load(G_ptr + pos_ids) * tl.exp2((tl.load(LSE_NEG_ptr + pos_ids) - lse_pos) * LOG2E)
+    w_pos = -(q_r + q_pos)
+    lse_r = lse_row * LOG2E
     if SHARED_EXP:
         b_r = g_r * tl.exp2(scale - lse_r)  # = COL_W[row_ids]
     if SCALE_WEIGHTS:
@@ -168,7 +178,7 @@ def nt_xent_backward_kernel(
             p_row = tl.exp2(tl.minimum(s - lse_r[:, None], 0.0))
             p_col = tl.exp2(tl.minimum(s - lse_c[None, :], 0.0))
             w = g_r[:, None] * p_row + g_c[None, :] * p_col
-        w = tl.where(offs_n[None, :] == pos_ids[:, None], w - g_pos_pair[:, None], w)
+        w = tl.where(offs_n[None, :] == pos_ids[:, None], w_pos[:, None], w)
         drop = offs_n[None, :] == row_ids[:, None]
         if not EVEN_N:
             drop = drop | (offs_n[None, :] >= C)

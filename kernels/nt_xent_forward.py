@@ -1,15 +1,18 @@
-"""NT-Xent forward: per-row masked log-sum-exp and positive logit, streaming tiles of zr·zcᵀ.
+"""NT-Xent forward: per-row masked log-sum-exps and positive logit, streaming tiles of zr·zcᵀ.
 
 For each row i of zr (global index r = row_ids[i] among the C rows of zc, pos(r) = (r + C/2) mod C):
     s_ik      = inv_temp · <zr_i, zc_k>
-    lse_i     = log Σ_{k≠r} exp(s_ik)
     pos_logit = inv_temp · <zr_i, zc_pos(r)>
+    lse_neg_i = log Σ_{k≠r,pos(r)} exp(s_ik)                  (the negatives only)
+    lse_i     = log Σ_{k≠r} exp(s_ik) = logaddexp(lse_neg_i, pos_logit_i)
 
 Each program owns BLOCK_M rows and walks the C columns in BLOCK_N tiles with the online softmax state
 (m_i, l_i) of flash-attention, in base 2: the logits are scaled by inv_temp·log2(e) so the exponential
-is one exp2. The self column and columns past C are masked with -inf. The positive logit is a separate
-fp32 dot product of each row with its gathered positive row after the loop, which keeps the tile loop
-free of it. Memory: the outputs only (2·M fp32); nothing of C x C is ever formed.
+is one exp2. The self and positive columns and columns past C are masked with -inf. The positive
+logit is a separate fp32 dot product of each row with its gathered positive row after the loop, and
+joins lse only there: the loss softplus(lse_neg − pos_logit) and the backward's negative mass
+exp(lse_neg − lse) then keep their relative precision when P(pos) → 1 (fastclr/ops/chunked.py says
+why). Memory: the outputs only (3·M fp32); nothing of C x C is ever formed.
 
 Products accumulate in fp32 (tl.dot); fp32 operands use DOT_PRECISION ("tf32" or "tf32x3"). When D fits
 in one BLOCK_D (SINGLE_D) the row tile is loaded once; otherwise every column tile loops over D in
@@ -43,6 +46,7 @@ def nt_xent_forward_kernel(
     ROW_IDS_ptr,
     LSE_ptr,
     POS_LOGIT_ptr,
+    LSE_NEG_ptr,
     M,
     C,
     D,
@@ -63,6 +67,7 @@ def nt_xent_forward_kernel(
     offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = offs_m < M
     row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
+    pos_ids = (row_ids + C // 2) % C
     offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
     scale = inv_temp * LOG2E  # logits in base 2: exp(s) = exp2(s · log2 e)
 
@@ -73,7 +78,9 @@ def nt_xent_forward_kernel(
         else:
             zr = tl.load(zr_ptrs, mask=row_mask[:, None] & (offs_d[None, :] < D), other=0.0)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    # A finite start: with C = 2 every column is masked (no negatives) and exp2(m_i − m_new) must not
+    # see -inf − -inf; every finite logit (|s| ≤ inv_temp·log2 e) exceeds it.
+    m_i = tl.full([BLOCK_M], -1e30, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start_n in range(0, C, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
@@ -102,20 +109,17 @@ def nt_xent_forward_kernel(
                 )
                 dots = tl.dot(zr, tl.trans(zc), dots, input_precision=DOT_PRECISION)
         s = dots * scale
-        keep = offs_n[None, :] != row_ids[:, None]
+        keep = (offs_n[None, :] != row_ids[:, None]) & (offs_n[None, :] != pos_ids[:, None])
         if not EVEN_N:
             keep = keep & col_mask[None, :]
         s = tl.where(keep, s, float("-inf"))
-        # Online softmax. The first tile always holds a finite entry per row (C >= 2 columns, at most
-        # one of them masked as self), so m_new is finite and exp2(m_i - m_new) never sees -inf - -inf.
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 1)
         m_i = m_new
-    lse = (m_i + tl.log2(l_i)) * LN2
+    lse_neg = (m_i + tl.log2(l_i)) * LN2  # -inf when C = 2 (l_i = 0)
 
     # Positive logit: fp32 dot of each row with its positive, gathered by global index.
-    pos_ids = (row_ids + C // 2) % C
     pos_dot = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start_d in range(0, D, BLOCK_D):
         cols_d = start_d + offs_d
@@ -132,5 +136,9 @@ def nt_xent_forward_kernel(
         )
         pos_dot += tl.sum(zr_d.to(tl.float32) * zp_d.to(tl.float32), 1)
 
+    pos_logit = pos_dot * inv_temp
+    top = tl.maximum(lse_neg, pos_logit)
+    lse = top + tl.log(tl.exp(lse_neg - top) + tl.exp(pos_logit - top))
     tl.store(LSE_ptr + offs_m, lse, mask=row_mask)
-    tl.store(POS_LOGIT_ptr + offs_m, pos_dot * inv_temp, mask=row_mask)
+    tl.store(POS_LOGIT_ptr + offs_m, pos_logit, mask=row_mask)
+    tl.store(LSE_NEG_ptr + offs_m, lse_neg, mask=row_mask)

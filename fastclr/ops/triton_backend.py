@@ -1,11 +1,12 @@
 """Triton backend: launchers for the fused NT-Xent kernels in fastclr.kernels.
 
 Implements the two primitives of the backend contract (see fastclr/ops/chunked.py, the spec it
-mirrors): `forward_rows` (per-row masked log-sum-exp and positive logit) and `backward_rows` (the
-gradient of the normalized rows, recomputing similarity tiles from the saved log-sum-exp). Each
+mirrors): `forward_rows` (per-row masked log-sum-exp, positive logit and negatives-only log-sum-exp)
+and `backward_rows` (the gradient of the normalized rows, recomputing similarity tiles from the saved
+log-sum-exps). Each
 launcher checks shapes, allocates its outputs, and launches one autotuned kernel over row blocks.
 
-Memory: the outputs (2·M fp32 in forward, M·D fp32 in backward); nothing of C x C elements.
+Memory: the outputs (3·M fp32 in forward, M·D fp32 in backward); nothing of C x C elements.
 
 Triton is imported lazily inside the launchers, so `import fastclr` works without it and nothing
 touches the GPU at import time. Under TRITON_INTERPRET=1 the kernels run on CPU tensors through the
@@ -91,8 +92,10 @@ def _device_guard(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tuple[Tensor, Tensor]:
-    """Per-row masked log-sum-exp and positive logit.
+def forward_rows(
+    zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row masked log-sum-exps and positive logit.
 
     Args:
         zr: [M, D] normalized rows to compute (fp32/fp16/bf16; any strides).
@@ -103,6 +106,7 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     Returns:
         lse: [M] fp32, log sum_{k != row_ids[i]} exp(inv_temp <zr_i, zc_k>).
         pos_logit: [M] fp32, inv_temp <zr_i, zc[(row_ids[i] + C/2) % C]>.
+        lse_neg: [M] fp32, lse without the positive column (-inf when C = 2).
     """
     import triton
 
@@ -115,8 +119,9 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     num_cols = zc.shape[0]
     lse = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
     pos_logit = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
+    lse_neg = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
     if num_rows == 0:
-        return lse, pos_logit
+        return lse, pos_logit, lse_neg
     block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
 
     def grid(meta):
@@ -129,6 +134,7 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
             row_ids.contiguous(),
             lse,
             pos_logit,
+            lse_neg,
             num_rows,
             num_cols,
             num_features,
@@ -141,17 +147,24 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
             SINGLE_D=single_d,
             DOT_PRECISION=_dot_precision(zc_k.dtype),
         )
-    return lse, pos_logit
+    return lse, pos_logit, lse_neg
 
 
 def backward_rows(
-    zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c: Tensor, g_c: Tensor, inv_temp: float
+    zr: Tensor,
+    zc: Tensor,
+    row_ids: Tensor,
+    lse_c: Tensor,
+    lse_neg_c: Tensor,
+    g_c: Tensor,
+    inv_temp: float,
 ) -> Tensor:
     """Gradient of sum_j g_j loss_j with respect to the normalized rows zr.
 
     Args:
         zr, zc, row_ids, inv_temp: as in forward_rows.
         lse_c: [C] fp32 log-sum-exp of every global row (from forward_rows over all rows).
+        lse_neg_c: [C] fp32 its negatives-only log-sum-exp (forward_rows' third output).
         g_c: [C] fp32 upstream gradient of every global row's loss.
 
     Returns:
@@ -164,7 +177,7 @@ def backward_rows(
 
     _check_rows(zr, zc, row_ids)
     num_cols = zc.shape[0]
-    for name, vec in (("lse_c", lse_c), ("g_c", g_c)):
+    for name, vec in (("lse_c", lse_c), ("lse_neg_c", lse_neg_c), ("g_c", g_c)):
         if vec.shape != (num_cols,) or vec.device != zc.device:
             raise ValueError(
                 f"{name} must have shape [{num_cols}] on {zc.device}, got {tuple(vec.shape)} "
@@ -172,6 +185,7 @@ def backward_rows(
             )
     zr_k, zc_k = _operands(zr, zc)
     lse_c = lse_c.to(torch.float32).contiguous()
+    lse_neg_c = lse_neg_c.to(torch.float32).contiguous()
     g_c = g_c.to(torch.float32).contiguous()
     num_rows, num_features = zr.shape
     grad = torch.empty(num_rows, num_features, dtype=torch.float32, device=zr.device)
@@ -196,6 +210,7 @@ def backward_rows(
             zc_k,
             row_ids.contiguous(),
             lse_c,
+            lse_neg_c,
             g_c,
             col_w,
             g_max,
