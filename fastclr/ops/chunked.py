@@ -127,7 +127,8 @@ def backward_rows(
     acc = accumulate_dtype(zc.dtype)
     cols = zc.to(acc)
     lse_c, g_c = lse_c.to(acc), g_c.to(acc)
-    q_c = g_c * negative_mass(lse_c, lse_neg_c.to(acc))  # the positive column's weight is -(q_i + q_pos)
+    # The positive column's weight is -(q_i + q_pos) (module docstring).
+    q_c = g_c * negative_mass(lse_c, lse_neg_c.to(acc))
     num_rows, num_cols = zr.shape[0], zc.shape[0]
     block = block or rows_per_block(num_cols)
     grad = torch.empty(num_rows, zc.shape[1], dtype=acc, device=zr.device)
