@@ -53,6 +53,9 @@ def _check_rows(zr: Tensor, zc: Tensor, row_ids: Tensor) -> None:
         )
     if zc.shape[0] < 2 or zc.shape[0] % 2:
         raise ValueError(f"zc must hold an even number C >= 2 of rows, got {zc.shape[0]}")
+    if zc.shape[0] >= 2**31:
+        # The kernels' self/positive masks compare int32 column indices (offsets stay int64).
+        raise ValueError(f"zc must hold fewer than 2^31 rows, got {zc.shape[0]}")
     if zr.dtype != zc.dtype or zr.dtype not in SUPPORTED_DTYPES:
         raise TypeError(
             f"zr and zc must share one of fp32/fp16/bf16, got {zr.dtype} and {zc.dtype} "
