@@ -133,15 +133,17 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
     }
     __syncthreads();
 
+    const int self_c = tile_index(self_col, col0);
+    const int pos_c = tile_index(pos_col, col0);
+    const int width = tile_width(p.C, col0, ids_ok);
 #pragma unroll 8
     for (int j = 0; j < kBlockN / 2; ++j) {
       const int c = parity + 2 * j;
-      const int64_t k = col0 + c;
       float w = 0.f;
-      if (ids_ok && k < p.C) {
+      if (c < width) {
         const float s = s_scores[r * kLdScores + c] * p.inv_temp;
-        if (k != self_col) w = g_i * expf(s - lse_i) + s_g_col[c] * expf(s - s_lse_col[c]);
-        if (k == pos_col) w = w_pos;
+        if (c != self_c) w = g_i * expf(s - lse_i) + s_g_col[c] * expf(s - s_lse_col[c]);
+        if (c == pos_c) w = w_pos;
       }
       // In place for fp32: this thread alone reads and writes this element.
       s_weights[r * Cfg::kLdWeights + c] = from_float<T>(w * scale);

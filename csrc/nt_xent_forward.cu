@@ -67,15 +67,17 @@ __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentF
     scores.template store<kLdScores>(s_scores);
     __syncthreads();
 
+    const int self_c = tile_index(self_col, col0);
+    const int pos_c = tile_index(pos_col, col0);
+    const int width = tile_width(p.C, col0, ids_ok);
     float logits[kBlockN / 2];
     float tile_max = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kBlockN / 2; ++j) {
       const int c = parity + 2 * j;
-      const int64_t k = col0 + c;
       const float s = s_scores[r * kLdScores + c] * p.inv_temp;
-      if (k == pos_col) pos_s = s;  // exactly one thread sees each row's positive
-      logits[j] = (ids_ok && k < p.C && k != self_col && k != pos_col) ? s : -INFINITY;
+      if (c == pos_c) pos_s = s;  // exactly one thread sees each row's positive
+      logits[j] = (c < width && c != self_c && c != pos_c) ? s : -INFINITY;
       tile_max = fmaxf(tile_max, logits[j]);
     }
     if (tile_max > -INFINITY) {

@@ -91,10 +91,12 @@ def nt_xent_backward_kernel(
     row_mask = offs_m < M
     row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
     pos_ids = (row_ids + C // 2) % C
-    # The masks compare 32-bit column indices (C < 2^31, checked by the launcher): one ISETP each in
-    # the hot loop, where an int64 compare takes two.
+    # The masks compare 32-bit column indices relative to the tile (C < 2^31, checked by the
+    # launcher) with the tile's constant arange: one ISETP each in the hot loop, where an int64
+    # compare of global indices takes two and more registers.
     self_col = row_ids.to(tl.int32)
     pos_col = pos_ids.to(tl.int32)
+    tile_cols = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
     offs_out = pid_d * BLOCK_D + offs_d  # the feature slice this program writes
     out_mask = offs_out < D
@@ -182,9 +184,9 @@ def nt_xent_backward_kernel(
             p_row = tl.exp2(tl.minimum(s - lse_r[:, None], 0.0))
             p_col = tl.exp2(tl.minimum(s - lse_c[None, :], 0.0))
             w = g_r[:, None] * p_row + g_c[None, :] * p_col
-        cols = start_n + tl.arange(0, BLOCK_N)
-        w = tl.where(cols[None, :] == pos_col[:, None], w_pos[:, None], w)
-        drop = cols[None, :] == self_col[:, None]
+        pos_rel = pos_col - start_n
+        w = tl.where(tile_cols[None, :] == pos_rel[:, None], w_pos[:, None], w)
+        drop = tile_cols[None, :] == (self_col - start_n)[:, None]
         if not EVEN_N:
             drop = drop | (offs_n[None, :] >= C)
         w = tl.where(drop, 0.0, w)

@@ -68,10 +68,12 @@ def nt_xent_forward_kernel(
     row_mask = offs_m < M
     row_ids = tl.load(ROW_IDS_ptr + offs_m, mask=row_mask, other=0)
     pos_ids = (row_ids + C // 2) % C
-    # The masks compare 32-bit column indices (C < 2^31, checked by the launcher): one ISETP each in
-    # the hot loop, where an int64 compare takes two.
+    # The masks compare 32-bit column indices relative to the tile (C < 2^31, checked by the
+    # launcher) with the tile's constant arange: one ISETP each in the hot loop, where an int64
+    # compare of global indices takes two and more registers.
     self_col = row_ids.to(tl.int32)
     pos_col = pos_ids.to(tl.int32)
+    tile_cols = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
     scale = inv_temp * LOG2E  # logits in base 2: exp(s) = exp2(s · log2 e)
 
@@ -113,8 +115,9 @@ def nt_xent_forward_kernel(
                 )
                 dots = tl.dot(zr, tl.trans(zc), dots, input_precision=DOT_PRECISION)
         s = dots * scale
-        cols = start_n + tl.arange(0, BLOCK_N)
-        keep = (cols[None, :] != self_col[:, None]) & (cols[None, :] != pos_col[:, None])
+        self_rel = self_col - start_n
+        pos_rel = pos_col - start_n
+        keep = (tile_cols[None, :] != self_rel[:, None]) & (tile_cols[None, :] != pos_rel[:, None])
         if not EVEN_N:
             keep = keep & col_mask[None, :]
         s = tl.where(keep, s, float("-inf"))
