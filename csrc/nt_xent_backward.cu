@@ -1,12 +1,15 @@
 // NT-Xent backward: gradient of sum_j g_j loss_j with respect to the rows zr, one row-parallel pass
 // that recomputes the score tiles from the saved log-sum-exp (never a C x C tensor):
 //
-//   W_ik    = g_i exp(s_ik - lse_i) + g_k exp(s_ik - lse_k)      for k != i   (S is symmetric)
+//   W_ik    = g_i exp(s_ik - lse_i) + g_k exp(s_ik - lse_k)      for k != i, pos(i) (S is symmetric)
 //   W_ii    = 0
-//   W_ipos -= g_i + g_pos(i)
+//   W_ipos  = -(g_i Q_i + g_pos Q_pos),   Q_k = 1 - P_k,pos(k) = exp(lse_neg_k - lse_k)
 //   grad_i  = inv_temp * sum_k W_ik zc_k
 //
-// with s_ik = inv_temp <zr_i, zc_k>, i the global index row_ids[i], lse/g over all C global rows.
+// with s_ik = inv_temp <zr_i, zc_k>, i the global index row_ids[i], lse/lse_neg/g over all C global
+// rows. The positive weight equals g_i P_ipos + g_pos P_posi - g_i - g_pos, but near convergence
+// (P -> 1) that difference keeps only ~ulp(lse) of absolute precision; Q from the forward's two
+// log-sum-exps keeps its relative precision (fastclr/ops/chunked.py).
 //
 // Grid: (row blocks of kBlockM, gradient-column blocks of kBlockDOut). A CTA walks every kBlockN
 // column tile: score tile (first product, over all of D), weights into shared memory in the
@@ -81,7 +84,7 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
   int64_t self_col = -1;
   int64_t pos_col = -1;
   bool ids_ok = false;
-  float lse_i = 0.f, g_i = 0.f, g_pos = 0.f;
+  float lse_i = 0.f, g_i = 0.f, w_pos = 0.f;
   float scale = 1.f;
   float unscale = p.inv_temp;
   if (row < p.M) {
@@ -91,7 +94,8 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
       pos_col = (self_col + p.C / 2) % p.C;
       lse_i = p.lse_c[self_col];
       g_i = p.g_c[self_col];
-      g_pos = p.g_c[pos_col];
+      w_pos = -(g_i * expf(p.lse_neg_c[self_col] - lse_i) +
+                p.g_c[pos_col] * expf(p.lse_neg_c[pos_col] - p.lse_c[pos_col]));
       if (Cfg::kScaleWeights) {
         int exponent = 0;
         frexpf(fabsf(g_i) + g_max, &exponent);  // |g_i| + g_max < 2^exponent
@@ -129,15 +133,17 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
     }
     __syncthreads();
 
+    const int self_c = tile_index(self_col, col0);
+    const int pos_c = tile_index(pos_col, col0);
+    const int width = tile_width(p.C, col0, ids_ok);
 #pragma unroll 8
     for (int j = 0; j < kBlockN / 2; ++j) {
       const int c = parity + 2 * j;
-      const int64_t k = col0 + c;
       float w = 0.f;
-      if (ids_ok && k < p.C) {
+      if (c < width) {
         const float s = s_scores[r * kLdScores + c] * p.inv_temp;
-        if (k != self_col) w = g_i * expf(s - lse_i) + s_g_col[c] * expf(s - s_lse_col[c]);
-        if (k == pos_col) w -= g_i + g_pos;
+        if (c != self_c) w = g_i * expf(s - lse_i) + s_g_col[c] * expf(s - s_lse_col[c]);
+        if (c == pos_c) w = w_pos;
       }
       // In place for fp32: this thread alone reads and writes this element.
       s_weights[r * Cfg::kLdWeights + c] = from_float<T>(w * scale);

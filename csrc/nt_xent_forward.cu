@@ -1,8 +1,13 @@
-// NT-Xent forward: per-row masked log-sum-exp and positive logit, never materializing C x C.
+// NT-Xent forward: per-row masked log-sum-exps and positive logit, never materializing C x C.
 //
 //   s_ik      = inv_temp * <zr_i, zc_k>
-//   lse_i     = log sum_{k != row_ids[i]} exp(s_ik)
 //   pos_logit = s_{i, pos(i)},   pos(i) = (row_ids[i] + C/2) % C
+//   lse_neg_i = log sum_{k != row_ids[i], pos(i)} exp(s_ik)       (the negatives only)
+//   lse_i     = log sum_{k != row_ids[i]} exp(s_ik) = logaddexp(lse_neg_i, pos_logit_i)
+//
+// The positive joins lse only after the loop, so the loss softplus(lse_neg - pos_logit) and the
+// backward's negative mass exp(lse_neg - lse) keep their relative precision when P(pos) -> 1
+// (fastclr/ops/chunked.py says why).
 //
 // One CTA owns kBlockM rows and walks every kBlockN-column tile of zc. A tile's scores are a tile
 // product over D in kBlockD stages (tensor cores for fp16/bf16, FMAs for fp32, fp32 accumulation),
@@ -44,8 +49,9 @@ __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentF
     if (ids_ok) pos_col = (self_col + p.C / 2) % p.C;
   }
 
-  float m_i = -INFINITY;  // running max of this thread's valid logits
-  float l_i = 0.f;        // running sum of exp(logit - m_i)
+  float m_i = -INFINITY;    // running max of this thread's negatives' logits
+  float l_i = 0.f;          // running sum of exp(logit - m_i)
+  float pos_s = -INFINITY;  // the positive logit, on the one thread that sees its column
   TileMma<T> scores;
 
   for (int64_t col0 = 0; col0 < p.C; col0 += kBlockN) {
@@ -61,15 +67,17 @@ __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentF
     scores.template store<kLdScores>(s_scores);
     __syncthreads();
 
+    const int self_c = tile_index(self_col, col0);
+    const int pos_c = tile_index(pos_col, col0);
+    const int width = tile_width(p.C, col0, ids_ok);
     float logits[kBlockN / 2];
     float tile_max = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kBlockN / 2; ++j) {
       const int c = parity + 2 * j;
-      const int64_t k = col0 + c;
       const float s = s_scores[r * kLdScores + c] * p.inv_temp;
-      if (k == pos_col) p.pos_logit[row] = s;  // exactly one thread sees each row's positive
-      logits[j] = (ids_ok && k < p.C && k != self_col) ? s : -INFINITY;
+      if (c == pos_c) pos_s = s;  // exactly one thread sees each row's positive
+      logits[j] = (c < width && c != self_c && c != pos_c) ? s : -INFINITY;
       tile_max = fmaxf(tile_max, logits[j]);
     }
     if (tile_max > -INFINITY) {
@@ -87,9 +95,13 @@ __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentF
   const float m_row = fmaxf(m_i, m_other);
   float l_row = 0.f;
   if (m_row > -INFINITY) l_row = l_i * expf(m_i - m_row) + l_other * expf(m_other - m_row);
+  const float pos_logit = fmaxf(pos_s, __shfl_xor_sync(0xffffffffu, pos_s, 1));
   if (row_in && parity == 0) {
-    p.lse[row] = ids_ok ? m_row + logf(l_row) : NAN;
-    if (!ids_ok) p.pos_logit[row] = NAN;
+    const float lse_neg = m_row + logf(l_row);  // -inf without negatives (C = 2)
+    const float top = fmaxf(lse_neg, pos_logit);
+    p.lse[row] = ids_ok ? top + logf(expf(lse_neg - top) + expf(pos_logit - top)) : NAN;
+    p.pos_logit[row] = ids_ok ? pos_logit : NAN;
+    p.lse_neg[row] = ids_ok ? lse_neg : NAN;
   }
 }
 

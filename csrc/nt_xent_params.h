@@ -21,6 +21,7 @@ struct NtXentForwardParams {
   const int64_t* row_ids;  // [M], global column index of each row
   float* lse;              // [M] out: log sum_{k != row_ids[i]} exp(inv_temp <zr_i, zc_k>)
   float* pos_logit;        // [M] out: inv_temp <zr_i, zc_{(row_ids[i] + C/2) % C}>
+  float* lse_neg;          // [M] out: lse without the positive column (-inf when C = 2)
   int64_t stride_zr;
   int64_t stride_zc;
   int64_t M;
@@ -34,6 +35,7 @@ struct NtXentBackwardParams {
   const void* zc;          // [C, D]
   const int64_t* row_ids;  // [M]
   const float* lse_c;      // [C], log-sum-exp of every global row
+  const float* lse_neg_c;  // [C], its negatives-only log-sum-exp
   const float* g_c;        // [C], upstream gradient of every global row's loss
   float* grad;             // [M, D] out, row stride stride_grad
   int64_t stride_zr;

@@ -210,6 +210,18 @@ struct FmaTile {
 template <typename T>
 using TileMma = typename std::conditional<std::is_same<T, float>::value, FmaTile, WmmaTile<T>>::type;
 
+// Global column k's index within the kBlockN-column tile that starts at col0, or -1 when k lies
+// outside it: the epilogues' masks then compare small ints against compile-time column offsets
+// instead of 64-bit indices.
+__device__ __forceinline__ int tile_index(int64_t k, int64_t col0) {
+  return (k >= col0 && k < col0 + kBlockN) ? static_cast<int>(k - col0) : -1;
+}
+
+// Columns of the tile at col0 that exist (< C), or 0 for a row that must not see any.
+__device__ __forceinline__ int tile_width(int64_t C, int64_t col0, bool row_ok) {
+  return row_ok ? static_cast<int>(C - col0 < kBlockN ? C - col0 : kBlockN) : 0;
+}
+
 // Bytes of a shared-memory region rounded up to 128 so the next region stays WMMA-aligned (32 B).
 __host__ __device__ constexpr int padded_bytes(int bytes) { return (bytes + 127) / 128 * 128; }
 

@@ -4,17 +4,22 @@ pass that recomputes the similarity tiles from the saved log-sum-exp.
 For row i of zr with global index r = row_ids[i] among the C rows of zc, pos = (r + C/2) mod C,
 s_ik = inv_temp · <zr_i, zc_k>, and P_ik = exp(s_ik − lse_r) (S is symmetric, so P_ki =
 exp(s_ik − lse_k)):
-    w_ik    = g_r · exp(s_ik − lse_r) + g_k · exp(s_ik − lse_k)        (k ≠ r; w_ir = 0)
-    grad_i  = inv_temp · [ Σ_k w_ik zc_k − (g_r + g_pos) zc_pos ]
+    w_ik    = g_r · exp(s_ik − lse_r) + g_k · exp(s_ik − lse_k)        (k ≠ r, pos)
+    w_ir    = 0
+    w_i,pos = −(q_r + q_pos),   q_k = g_k · Q_k = g_k · exp(lse_neg_k − lse_k)
+    grad_i  = inv_temp · Σ_k w_ik zc_k
 
-Each program owns BLOCK_M rows and one BLOCK_D-wide slice of the feature dimension (the whole of D on the
-single-D fast path) and walks the C columns in BLOCK_N tiles: s = zr·zc_tileᵀ, then w, then
-acc += w·zc_tile into an fp32 [BLOCK_M, BLOCK_D] accumulator. The self and positive columns are handled
-only in the tiles that hold them (kernels/nt_xent_tiles.py: the plain tiles run in a loop without
-masks). The positive term goes into the weight of
-the positive column, w_i,pos −= g_r + g_pos, in fp32 before the weights are rounded for the product:
-near convergence P_i,pos → 1 and the two nearly cancel, so rounding them apart would leave an error of
-the size of the terms instead of the (small) gradient. No atomics; memory: the [M, D] fp32 output only.
+Each program owns BLOCK_M rows, one BLOCK_D-wide slice of the feature dimension (the whole of D on the
+single-D fast path) and its share of the column tiles (the launcher may split them over several
+programs to fill the GPU and sum their partial gradients), walked in BLOCK_N tiles: s = zr·zc_tileᵀ,
+then w, then acc += w·zc_tile into an fp32 [BLOCK_M, BLOCK_D] accumulator. With SPLIT_MASKS the self
+and positive columns are handled only in the tiles that hold them (kernels/nt_xent_tiles.py: the
+other tiles run in a loop without masks). The positive column's weight
+g_r P_r,pos + g_pos P_pos,r − g_r − g_pos is −(q_r + q_pos), with Q = 1 − P(pos) the negatives' mass
+from the forward's two log-sum-exps ([C] vector q from the launcher): near convergence P(pos) → 1,
+and the tile's own P − 1 would keep only an absolute error of ~ulp(lse) instead of Q's relative one
+(fastclr/ops/chunked.py). The select replaces that column's weight. No atomics; memory: the [M, D]
+fp32 output (times the column splits) only.
 
 Exponentials: with SHARED_EXP (chosen by the launcher for inv_temp ≤ 30) both terms of w share one
 exp2, since |s_ik| ≤ inv_temp for unit rows:
@@ -53,6 +58,7 @@ MIN_WEIGHT_BOUND = tl.constexpr(2.0**-86)  # caps the fp16 weight scale at 2^14 
 def row_factors(
     LSE_ptr,
     G_ptr,
+    POS_Q_ptr,
     G_MAX_ptr,
     row_ids,
     pos_ids,
@@ -61,11 +67,11 @@ def row_factors(
     SHARED_EXP: tl.constexpr,
     SCALE_WEIGHTS: tl.constexpr,
 ):
-    """Per-row values of the weights: (lse_r in base 2, g_r, g_r + g_pos, b_r, and the fp16 weight
-    scale and its inverse; placeholders where unused)."""
+    """Per-row values of the weights: (lse_r in base 2, g_r, the positive column's weight
+    −(q_r + q_pos), b_r, and the fp16 weight scale and its inverse; placeholders where unused)."""
     lse_r = tl.load(LSE_ptr + row_ids) * LOG2E
     g_r = tl.load(G_ptr + row_ids)
-    g_pos_pair = g_r + tl.load(G_ptr + pos_ids)
+    w_pos = -(tl.load(POS_Q_ptr + row_ids) + tl.load(POS_Q_ptr + pos_ids))
     # Unused values are placeholders (a @triton.jit function cannot return None); the compiler drops them.
     b_r = g_r * tl.exp2(scale - lse_r) if SHARED_EXP else g_r  # = COL_W[row_ids] when loaded
     w_scale = g_r
@@ -80,7 +86,7 @@ def row_factors(
         w_scale = tl.where(scalable, WEIGHT_RANGE / g_bound, 0.0)
         w_unscale = tl.where(scalable, g_bound / WEIGHT_RANGE, 0.0)
 
-    return lse_r, g_r, g_pos_pair, b_r, w_scale, w_unscale
+    return lse_r, g_r, w_pos, b_r, w_scale, w_unscale
 
 
 @triton.jit
@@ -123,7 +129,7 @@ def weight_tile(
     b_r,
     lse_r,
     g_r,
-    g_pos_pair,
+    w_pos,
     w_scale,
     C,
     scale,
@@ -155,7 +161,7 @@ def weight_tile(
     if MASKED:
         cols = tl.arange(0, BLOCK_N)[None, :]
         is_pos = cols == (pos_ids - start_n).to(tl.int32)[:, None]
-        w = tl.where(is_pos, w - g_pos_pair[:, None], w)
+        w = tl.where(is_pos, w_pos[:, None], w)
         drop = cols == (row_ids - start_n).to(tl.int32)[:, None]
         if not EVEN_N:
             drop = drop | (cols >= C - start_n)
@@ -184,7 +190,7 @@ def _gradient_tile(
     b_r,
     lse_r,
     g_r,
-    g_pos_pair,
+    w_pos,
     w_scale,
     C,
     D,
@@ -226,7 +232,7 @@ def _gradient_tile(
         )
     w = weight_tile(
         dots, offs_n, start_n, row_ids, pos_ids, COL_W_ptr, lse_c, g_c, b_r, lse_r, g_r,
-        g_pos_pair, w_scale, C, scale, BLOCK_N, EVEN_N, SHARED_EXP, SCALE_WEIGHTS, MASKED,
+        w_pos, w_scale, C, scale, BLOCK_N, EVEN_N, SHARED_EXP, SCALE_WEIGHTS, MASKED,
     )  # fmt: skip
     return tl.dot(w.to(zc.dtype), zc, acc, input_precision=DOT_PRECISION)
 
@@ -250,6 +256,7 @@ def nt_xent_backward_kernel(
     LSE_ptr,
     G_ptr,
     COL_W_ptr,
+    POS_Q_ptr,
     G_MAX_ptr,
     GRAD_ptr,
     M,
@@ -287,9 +294,10 @@ def nt_xent_backward_kernel(
     out_mask = offs_out < D
     scale = inv_temp * LOG2E  # logits in base 2
 
-    lse_r, g_r, g_pos_pair, b_r, w_scale, w_unscale = row_factors(
-        LSE_ptr, G_ptr, G_MAX_ptr, row_ids, pos_ids, row_mask, scale, SHARED_EXP, SCALE_WEIGHTS
-    )
+    lse_r, g_r, w_pos, b_r, w_scale, w_unscale = row_factors(
+        LSE_ptr, G_ptr, POS_Q_ptr, G_MAX_ptr, row_ids, pos_ids, row_mask, scale,
+        SHARED_EXP, SCALE_WEIGHTS,
+    )  # fmt: skip
 
     if SINGLE_D:
         zr_ptrs = ZR_ptr + offs_m[:, None] * stride_zrm + offs_d[None, :] * stride_zrd
@@ -308,7 +316,7 @@ def nt_xent_backward_kernel(
             acc = _gradient_tile(
                 acc, zr, ZR_ptr, ZC_ptr, LSE_ptr, G_ptr, COL_W_ptr, offs_m, row_mask, row_ids,
                 pos_ids, offs_d, offs_out, plain_tile_start(j, lo1, hi1, lo2, hi2, BLOCK_N),
-                b_r, lse_r, g_r, g_pos_pair, w_scale, C, D,
+                b_r, lse_r, g_r, w_pos, w_scale, C, D,
                 stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, True, EVEN_D, SHARED_EXP, SCALE_WEIGHTS,
                 False, DOT_PRECISION,
@@ -318,7 +326,7 @@ def nt_xent_backward_kernel(
             acc = _gradient_tile(
                 acc, zr, ZR_ptr, ZC_ptr, LSE_ptr, G_ptr, COL_W_ptr, offs_m, row_mask, row_ids,
                 pos_ids, offs_d, offs_out, window_tile_start(k, lo1, hi1, lo2, BLOCK_N),
-                b_r, lse_r, g_r, g_pos_pair, w_scale, C, D,
+                b_r, lse_r, g_r, w_pos, w_scale, C, D,
                 stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, SHARED_EXP, SCALE_WEIGHTS,
                 True, DOT_PRECISION,
@@ -330,7 +338,7 @@ def nt_xent_backward_kernel(
             acc = _gradient_tile(
                 acc, zr, ZR_ptr, ZC_ptr, LSE_ptr, G_ptr, COL_W_ptr, offs_m, row_mask, row_ids,
                 pos_ids, offs_d, offs_out, start_n,
-                b_r, lse_r, g_r, g_pos_pair, w_scale, C, D,
+                b_r, lse_r, g_r, w_pos, w_scale, C, D,
                 stride_zrm, stride_zrd, stride_zcn, stride_zcd, scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, SINGLE_D, EVEN_N, EVEN_D, SHARED_EXP, SCALE_WEIGHTS,
                 True, DOT_PRECISION,

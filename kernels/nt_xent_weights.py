@@ -36,6 +36,7 @@ def nt_xent_weights_kernel(
     LSE_ptr,
     G_ptr,
     COL_W_ptr,
+    POS_Q_ptr,
     G_MAX_ptr,
     W_ptr,
     W_UNSCALE_ptr,
@@ -65,9 +66,10 @@ def nt_xent_weights_kernel(
     pos_ids = (row_ids + C // 2) % C
     offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
     scale = inv_temp * LOG2E  # logits in base 2
-    lse_r, g_r, g_pos_pair, b_r, w_scale, w_unscale = row_factors(
-        LSE_ptr, G_ptr, G_MAX_ptr, row_ids, pos_ids, row_mask, scale, SHARED_EXP, SCALE_WEIGHTS
-    )
+    lse_r, g_r, w_pos, b_r, w_scale, w_unscale = row_factors(
+        LSE_ptr, G_ptr, POS_Q_ptr, G_MAX_ptr, row_ids, pos_ids, row_mask, scale,
+        SHARED_EXP, SCALE_WEIGHTS,
+    )  # fmt: skip
 
     start_n = pid_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
@@ -79,7 +81,7 @@ def nt_xent_weights_kernel(
     )  # fmt: skip
     w = weight_tile(
         dots, offs_n, start_n, row_ids, pos_ids, COL_W_ptr, lse_c, g_c, b_r, lse_r, g_r,
-        g_pos_pair, w_scale, C, scale, BLOCK_N, EVEN_N, SHARED_EXP, SCALE_WEIGHTS, True,
+        w_pos, w_scale, C, scale, BLOCK_N, EVEN_N, SHARED_EXP, SCALE_WEIGHTS, True,
     )  # fmt: skip
     w_ptrs = W_ptr + offs_m[:, None] * stride_wm + offs_n[None, :] * stride_wn
     tl.store(w_ptrs, w.to(W_ptr.dtype.element_ty), mask=row_mask[:, None] & (offs_n < C)[None, :])

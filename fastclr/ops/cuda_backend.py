@@ -149,8 +149,10 @@ def availability(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
-def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tuple[Tensor, Tensor]:
-    """Per-row masked log-sum-exp and positive logit (contract: chunked.forward_rows).
+def forward_rows(
+    zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row masked log-sum-exps and positive logit (contract: chunked.forward_rows).
 
     Args:
         zr: [M, D] normalized rows, fp32/fp16/bf16 on a CUDA device.
@@ -159,7 +161,8 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
         inv_temp: 1 / temperature.
 
     Returns:
-        lse [M] fp32 (self column excluded) and pos_logit [M] fp32.
+        lse [M] fp32 (self column excluded), pos_logit [M] fp32 and lse_neg [M] fp32 (self and
+        positive columns excluded).
     """
     return load_extension().forward_rows(
         zr.contiguous(), zc.contiguous(), row_ids.contiguous(), float(inv_temp)
@@ -167,13 +170,20 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
 
 
 def backward_rows(
-    zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c: Tensor, g_c: Tensor, inv_temp: float
+    zr: Tensor,
+    zc: Tensor,
+    row_ids: Tensor,
+    lse_c: Tensor,
+    lse_neg_c: Tensor,
+    g_c: Tensor,
+    inv_temp: float,
 ) -> Tensor:
     """Gradient of sum_j g_j loss_j with respect to zr (contract: chunked.backward_rows).
 
     Args:
         zr, zc, row_ids, inv_temp: as in forward_rows.
         lse_c: [C] fp32 log-sum-exp of every global row.
+        lse_neg_c: [C] fp32 its negatives-only log-sum-exp.
         g_c: [C] fp32 upstream gradient of every global row's loss.
 
     Returns:
@@ -184,6 +194,7 @@ def backward_rows(
         zc.contiguous(),
         row_ids.contiguous(),
         lse_c.float().contiguous(),
+        lse_neg_c.float().contiguous(),
         g_c.float().contiguous(),
         float(inv_temp),
     )

@@ -1,11 +1,12 @@
 """Triton backend: launchers for the fused NT-Xent kernels in fastclr.kernels.
 
 Implements the two primitives of the backend contract (see fastclr/ops/chunked.py, the spec it
-mirrors): `forward_rows` (per-row masked log-sum-exp and positive logit) and `backward_rows` (the
-gradient of the normalized rows, recomputing similarity tiles from the saved log-sum-exp). Each
+mirrors): `forward_rows` (per-row masked log-sum-exp, positive logit and negatives-only log-sum-exp)
+and `backward_rows` (the gradient of the normalized rows, recomputing similarity tiles from the saved
+log-sum-exps). Each
 launcher checks shapes, allocates its outputs, and launches one autotuned kernel over row blocks.
 
-Memory: the outputs (2·M fp32 in forward, M·D fp32 in backward); nothing of C x C elements.
+Memory: the outputs (3·M fp32 in forward, M·D fp32 in backward); nothing of C x C elements.
 
 Triton is imported lazily inside the launchers, so `import fastclr` works without it and nothing
 touches the GPU at import time. Under TRITON_INTERPRET=1 the kernels run on CPU tensors through the
@@ -62,6 +63,9 @@ def _check_rows(zr: Tensor, zc: Tensor, row_ids: Tensor) -> None:
         )
     if zc.shape[0] < 2 or zc.shape[0] % 2:
         raise ValueError(f"zc must hold an even number C >= 2 of rows, got {zc.shape[0]}")
+    if zc.shape[0] >= 2**31:
+        # The kernels' self/positive masks compare int32 column indices (offsets stay int64).
+        raise ValueError(f"zc must hold fewer than 2^31 rows, got {zc.shape[0]}")
     if zr.dtype != zc.dtype or zr.dtype not in SUPPORTED_DTYPES:
         raise TypeError(
             f"zr and zc must share one of fp32/fp16/bf16, got {zr.dtype} and {zc.dtype} "
@@ -122,8 +126,10 @@ def _device_guard(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tuple[Tensor, Tensor]:
-    """Per-row masked log-sum-exp and positive logit.
+def forward_rows(
+    zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row masked log-sum-exps and positive logit.
 
     Args:
         zr: [M, D] normalized rows to compute (fp32/fp16/bf16; any strides).
@@ -134,6 +140,7 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     Returns:
         lse: [M] fp32, log sum_{k != row_ids[i]} exp(inv_temp <zr_i, zc_k>).
         pos_logit: [M] fp32, inv_temp <zr_i, zc[(row_ids[i] + C/2) % C]>.
+        lse_neg: [M] fp32, lse without the positive column (-inf when C = 2).
     """
     import triton
 
@@ -146,16 +153,17 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
     num_cols = zc.shape[0]
     lse = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
     pos_logit = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
+    lse_neg = torch.empty(num_rows, dtype=torch.float32, device=zr.device)
     if num_rows == 0:
-        return lse, pos_logit
+        return lse, pos_logit, lse_neg
     block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
     precision = _dot_precision(zc_k.dtype)
 
     splits = _column_splits(zr.device, num_rows, num_cols)
-    # Each column split writes its partial log-sum-exp; one split writes lse itself.
+    # Each column split writes its partial negatives-only log-sum-exp; one split writes lse_neg.
     lse_parts = torch.empty(splits, num_rows, dtype=torch.float32, device=zr.device)
     if splits == 1:
-        lse_parts = lse.view(1, num_rows)
+        lse_parts = lse_neg.view(1, num_rows)
 
     def grid(meta):
         return (triton.cdiv(num_rows, meta["BLOCK_M"]), splits)
@@ -182,18 +190,27 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
             DOT_PRECISION=precision,
         )
     if splits > 1:
-        torch.logsumexp(lse_parts, dim=0, out=lse)
-    return lse, pos_logit
+        torch.logsumexp(lse_parts, dim=0, out=lse_neg)
+    # The positive joins only here (kernels/nt_xent_forward.py says why).
+    torch.logaddexp(lse_neg, pos_logit, out=lse)
+    return lse, pos_logit, lse_neg
 
 
 def backward_rows(
-    zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c: Tensor, g_c: Tensor, inv_temp: float
+    zr: Tensor,
+    zc: Tensor,
+    row_ids: Tensor,
+    lse_c: Tensor,
+    lse_neg_c: Tensor,
+    g_c: Tensor,
+    inv_temp: float,
 ) -> Tensor:
     """Gradient of sum_j g_j loss_j with respect to the normalized rows zr.
 
     Args:
         zr, zc, row_ids, inv_temp: as in forward_rows.
         lse_c: [C] fp32 log-sum-exp of every global row (from forward_rows over all rows).
+        lse_neg_c: [C] fp32 its negatives-only log-sum-exp (forward_rows' third output).
         g_c: [C] fp32 upstream gradient of every global row's loss.
 
     Returns:
@@ -206,7 +223,7 @@ def backward_rows(
 
     _check_rows(zr, zc, row_ids)
     num_cols = zc.shape[0]
-    for name, vec in (("lse_c", lse_c), ("g_c", g_c)):
+    for name, vec in (("lse_c", lse_c), ("lse_neg_c", lse_neg_c), ("g_c", g_c)):
         if vec.shape != (num_cols,) or vec.device != zc.device:
             raise ValueError(
                 f"{name} must have shape [{num_cols}] on {zc.device}, got {tuple(vec.shape)} "
@@ -214,6 +231,7 @@ def backward_rows(
             )
     zr_k, zc_k = _operands(zr, zc)
     lse_c = lse_c.to(torch.float32).contiguous()
+    lse_neg_c = lse_neg_c.to(torch.float32).contiguous()
     g_c = g_c.to(torch.float32).contiguous()
     num_rows, num_features = zr.shape
     grad = torch.empty(num_rows, num_features, dtype=torch.float32, device=zr.device)
@@ -229,9 +247,13 @@ def backward_rows(
     col_w = g_c * torch.exp(float(inv_temp) - lse_c) if precompute else g_c
     # fp16 weights are scaled per row by max|g| (a [1] tensor: no host sync).
     g_max = g_c.abs().amax().reshape(1) if scale_weights else g_c
+    # The positive column's weight is -(q_r + q_pos), q = g·Q with Q = 1 - P(pos) = exp(lse_neg - lse)
+    # accurate to its own size even where P(pos) -> 1 (kernels/nt_xent_backward.py).
+    pos_q = g_c * torch.exp(lse_neg_c - lse_c)
 
     if num_features >= SLAB_MIN_FEATURES:
-        slab_args = (zr_k, zc_k, row_ids.contiguous(), lse_c, g_c, col_w, g_max, float(inv_temp))
+        slab_args = (zr_k, zc_k, row_ids.contiguous(), lse_c, g_c, col_w, pos_q, g_max)
+        slab_args += (float(inv_temp),)
         _backward_by_slabs(*slab_args, grad, shared_exp, scale_weights, precision)
         return grad
     splits = _column_splits(zr.device, num_rows, num_cols)
@@ -255,6 +277,7 @@ def backward_rows(
             lse_c,
             g_c,
             col_w,
+            pos_q,
             g_max,
             parts,
             num_rows,
@@ -287,6 +310,7 @@ def _backward_by_slabs(
     lse_c: Tensor,
     g_c: Tensor,
     col_w: Tensor,
+    pos_q: Tensor,
     g_max: Tensor,
     inv_temp: float,
     grad: Tensor,
@@ -321,6 +345,7 @@ def _backward_by_slabs(
                 lse_c,
                 g_c,
                 col_w,
+                pos_q,
                 g_max,
                 weights,
                 unscale,
