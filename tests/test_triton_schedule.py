@@ -109,10 +109,10 @@ def test_launcher_passes_the_temperature_and_schedule(monkeypatch: pytest.Monkey
     limit = triton_backend.STATIC_SHIFT_MAX_INV_TEMP
     triton_backend.forward_rows(z, z, ids, limit)
     triton_backend.forward_rows(z, z, ids, limit * 1.01)
-    lse, _ = triton_backend.forward_rows(z, z, ids, 2.0)
-    triton_backend.backward_rows(z, z, ids, lse, torch.ones(8, device=DEVICE), 2.0)
+    lse, _, lse_neg = triton_backend.forward_rows(z, z, ids, 2.0)
+    triton_backend.backward_rows(z, z, ids, lse, lse_neg, torch.ones(8, device=DEVICE), 2.0)
     assert [k["STATIC_SHIFT"] for k in launched[:3]] == [True, False, True]
-    expected = configs.split_masks(None, 4, triton_backend._dot_precision(torch.float32), 16)
+    expected = configs.split_masks(None, 4, triton_backend.dot_precision(torch.float32), 16)
     assert [k["SPLIT_MASKS"] for k in launched] == [expected] * 4
 
 

@@ -91,7 +91,7 @@ def _operands(zr: Tensor, zc: Tensor) -> tuple[Tensor, Tensor]:
     return zr, zc
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
+def dot_precision(dtype: torch.dtype) -> str:
     """fp32 operands follow torch's own matmul setting: TF32 only where torch allows it
     (torch.backends.cuda.matmul.allow_tf32 / set_float32_matmul_precision), otherwise tf32x3,
     three TF32 products whose error is close to fp32's. Ignored for fp16/bf16 operands."""
@@ -121,7 +121,7 @@ def _column_splits(device: torch.device, rows: int, cols: int) -> int:
     return configs.column_splits(rows, cols, sms)
 
 
-def _device_guard(device: torch.device):
+def device_guard(device: torch.device):
     # Triton launches on the current CUDA device; make it the tensors' device.
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -157,7 +157,7 @@ def forward_rows(
     if num_rows == 0:
         return lse, pos_logit, lse_neg
     block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
-    precision = _dot_precision(zc_k.dtype)
+    precision = dot_precision(zc_k.dtype)
 
     splits = _column_splits(zr.device, num_rows, num_cols)
     # Each column split writes its partial negatives-only log-sum-exp; one split writes lse_neg.
@@ -168,7 +168,7 @@ def forward_rows(
     def grid(meta):
         return (triton.cdiv(num_rows, meta["BLOCK_M"]), splits)
 
-    with _device_guard(zr.device):
+    with device_guard(zr.device):
         nt_xent_forward_kernel[grid](
             zr_k,
             zc_k,
@@ -238,7 +238,7 @@ def backward_rows(
     if num_rows == 0:
         return grad
     block_d, single_d = configs.feature_block(num_features, zc_k.element_size())
-    precision = _dot_precision(zc_k.dtype)
+    precision = dot_precision(zc_k.dtype)
     shared_exp = float(inv_temp) <= SHARED_EXP_MAX_INV_TEMP
     scale_weights = zc_k.dtype == torch.float16
     # Per-column factor of the shared exponential, b_k = g_k exp(inv_temp - lse_k), computed once
@@ -269,7 +269,7 @@ def backward_rows(
             splits,
         )
 
-    with _device_guard(zr.device):
+    with device_guard(zr.device):
         nt_xent_backward_kernel[grid](
             zr_k,
             zc_k,
@@ -337,7 +337,7 @@ def _backward_by_slabs(
         def grid(meta, rows=rows):
             return (triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(num_cols, meta["BLOCK_N"]))
 
-        with _device_guard(zr.device):
+        with device_guard(zr.device):
             nt_xent_weights_kernel[grid](
                 zr_slab,
                 zc,
