@@ -154,7 +154,9 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t stride, 
     }
   } else {
     const T zero = from_float<T>(0.f);
-#pragma unroll 4
+    // Unroll 4 spilled 14 B in the fp32 forward on sm_80, 8 spills the bf16 backward on sm_90.
+    constexpr int kUnroll = sizeof(T) == 4 ? 8 : 4;
+#pragma unroll kUnroll
     for (int idx = threadIdx.x; idx < ROWS * COLS; idx += kThreads) {
       const int r = idx / COLS;
       const int c = idx % COLS;
