@@ -40,7 +40,7 @@ template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXentBackwardParams p) {
   using Cfg = TileConfig<T>;
   using Smem = BackwardSmem<T>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = dynamic_smem;
   __shared__ float s_lse_col[kBlockN];
   __shared__ float s_g_col[kBlockN];
   __shared__ float s_unscale[kBlockM];
@@ -55,8 +55,7 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
   const T* zc = static_cast<const T*>(p.zc);
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
   const int64_t dout0 = static_cast<int64_t>(blockIdx.y) * Cfg::kBlockDOut;
-  ScoreStages<T, kVec> stages(reinterpret_cast<T*>(smem + Smem::kRows),
-                              reinterpret_cast<T*>(smem + Smem::kCols),
+  ScoreStages<T, kVec> stages(Smem::kRows, Smem::kCols,
                               static_cast<const T*>(p.zr), zc, p.stride_zr, p.stride_zc, row0, p.M,
                               p.C, p.D);
   stages.begin();

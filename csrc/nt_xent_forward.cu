@@ -28,12 +28,11 @@ namespace {
 template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentForwardParams p) {
   using Smem = ForwardSmem<T>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* smem = dynamic_smem;
   float* s_scores = reinterpret_cast<float*>(smem + Smem::kScores);
 
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
-  ScoreStages<T, kVec> stages(reinterpret_cast<T*>(smem + Smem::kRows),
-                              reinterpret_cast<T*>(smem + Smem::kCols),
+  ScoreStages<T, kVec> stages(Smem::kRows, Smem::kCols,
                               static_cast<const T*>(p.zr), static_cast<const T*>(p.zc),
                               p.stride_zr, p.stride_zc, row0, p.M, p.C, p.D);
   stages.begin();

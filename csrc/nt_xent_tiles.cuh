@@ -315,6 +315,11 @@ __device__ __forceinline__ int tile_width(int64_t C, int64_t col0, bool row_ok) 
   return row_ok ? static_cast<int>(C - col0 < kBlockN ? C - col0 : kBlockN) : 0;
 }
 
+// The kernels' dynamic shared memory (ForwardSmem / BackwardSmem layouts). Tile pointers are formed
+// from this symbol where they are used: a pointer kept in a struct member lost its shared address
+// space and turned WMMA's fragment loads into generic LDs (64 per stage at bf16).
+extern __shared__ __align__(128) unsigned char dynamic_smem[];
+
 // The score tiles S[row tile, column tile] = zr[row0 : row0 + 64] . zc[col0 : col0 + 64]^T over all
 // of D, as a two-stage pipeline of (column tile, kBlockD chunk) stages: while the warps multiply
 // stage t's panels, stage t + 1's are in flight (cp.async with kVec, else loaded before the barrier).
@@ -325,8 +330,8 @@ template <typename T, bool kVec>
 struct ScoreStages {
   using Cfg = TileConfig<T>;
   using Panel = PanelShape<T>;
-  T* s_rows;
-  T* s_cols;
+  int rows_offset;  // byte offsets of the row and column panels in dynamic_smem
+  int cols_offset;
   const T* zr;
   const T* zc;
   int64_t stride_zr, stride_zc, row0, M, C, D;
@@ -334,19 +339,26 @@ struct ScoreStages {
   bool resident;  // the row tile stays in its panels
   int stage = 0;  // stages started so far: buffer stage & 1 holds the current one
 
-  __device__ ScoreStages(T* rows, T* cols, const T* zr_, const T* zc_, int64_t stride_zr_,
+  __device__ ScoreStages(int rows_offset_, int cols_offset_, const T* zr_, const T* zc_, int64_t stride_zr_,
                          int64_t stride_zc_, int64_t row0_, int64_t M_, int64_t C_, int64_t D_)
-      : s_rows(rows), s_cols(cols), zr(zr_), zc(zc_), stride_zr(stride_zr_),
+      : rows_offset(rows_offset_), cols_offset(cols_offset_), zr(zr_), zc(zc_), stride_zr(stride_zr_),
         stride_zc(stride_zc_), row0(row0_), M(M_), C(C_), D(D_),
         chunks(static_cast<int>((D_ + Cfg::kBlockD - 1) / Cfg::kBlockD)),
         resident(D_ <= kResidentD) {}
 
+  __device__ T* rows_panel(int i) const {
+    return reinterpret_cast<T*>(dynamic_smem + rows_offset) + i * Panel::kElems;
+  }
+  __device__ T* cols_panel(int i) const {
+    return reinterpret_cast<T*>(dynamic_smem + cols_offset) + i * Panel::kElems;
+  }
+
   __device__ void load_stage(int64_t col0, int chunk, int buf) {
     const int64_t d0 = static_cast<int64_t>(chunk) * Cfg::kBlockD;
     if (!resident)
-      load_tile<T, kVec, kBlockM, Cfg::kBlockD, Cfg::kLdIn>(s_rows + buf * Panel::kElems, zr,
+      load_tile<T, kVec, kBlockM, Cfg::kBlockD, Cfg::kLdIn>(rows_panel(buf), zr,
                                                            stride_zr, row0, M, d0, D);
-    load_tile<T, kVec, kBlockN, Cfg::kBlockD, Cfg::kLdIn>(s_cols + buf * Panel::kElems, zc,
+    load_tile<T, kVec, kBlockN, Cfg::kBlockD, Cfg::kLdIn>(cols_panel(buf), zc,
                                                          stride_zc, col0, C, d0, D);
   }
 
@@ -355,7 +367,7 @@ struct ScoreStages {
     if (resident)
       for (int chunk = 0; chunk < chunks; ++chunk)
         load_tile<T, kVec, kBlockM, Cfg::kBlockD, Cfg::kLdIn>(
-            s_rows + chunk * Panel::kElems, zr, stride_zr, row0, M,
+            rows_panel(chunk), zr, stride_zr, row0, M,
             static_cast<int64_t>(chunk) * Cfg::kBlockD, D);
     if (chunks > 0) load_stage(0, 0, 0);
     cp_async_commit();
@@ -381,8 +393,8 @@ struct ScoreStages {
       cp_async_wait<1>();  // everything but the stage just issued has landed
       __syncthreads();
       const int buf = stage & 1;
-      const T* rows = s_rows + (resident ? chunk : buf) * Panel::kElems;
-      scores.template mma_abt<Cfg::kBlockD, Cfg::kLdIn>(rows, s_cols + buf * Panel::kElems);
+      scores.template mma_abt<Cfg::kBlockD, Cfg::kLdIn>(rows_panel(resident ? chunk : buf),
+                                                        cols_panel(buf));
       __syncthreads();  // buffer `buf` is free for the stage after next
     }
   }
