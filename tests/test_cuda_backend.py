@@ -280,6 +280,25 @@ def test_static_tool_counts_16_byte_global_loads() -> None:
     assert cuda_ext.global_loads(instructions, 0x10, 0x20) == {"16-byte": 1, "narrower": 1}
 
 
+def test_static_tool_sets_the_cuda_estimate_beside_the_reference() -> None:
+    from fastclr.bench.static.render import cuda_estimate_lines
+
+    def row(kernel: str, serialized: float) -> dict:
+        estimate = {"overlapped_us": serialized / 2, "serialized_us": serialized}
+        return {"cc": 90, "variant": "16-byte", "dtype": "bf16", "kernel": kernel,
+                "estimate_at_least": {"H100 SXM": estimate}}  # fmt: skip
+
+    def verdict(forward: float, backward: float) -> str:
+        document = {"cuda": [row("forward", forward), row("backward", backward)]}
+        lines = cuda_estimate_lines(document, 8192, 128, (750.0, 900.0))
+        assert "ESTIMATE" in lines[0] and lines[-1].startswith("| bf16 |")
+        return lines[-1].split("|")[-2].strip()
+
+    assert verdict(100.0, 200.0) == "lower bound below"
+    assert verdict(300.0, 500.0) == "overlaps"
+    assert verdict(400.0, 600.0) == "no"
+
+
 @pytest.mark.gpu
 def test_extension_validates_cuda_inputs(cuda) -> None:
     ext = cuda_backend.load_extension()
