@@ -27,8 +27,8 @@ static_assert(kThreads == 2 * kBlockM, "the epilogues give each row two threads"
 static_assert(kBlockM == kBlockN, "row and column stage tiles share one panel shape");
 
 // Per-dtype tile shapes. Every leading dimension is a multiple of 16 bytes (cp.async's 16-byte
-// destinations, WMMA's ldm rule of 8 halves); the +8 halves / +4 floats padding staggers rows across
-// shared-memory banks (the fp32 column reads keep a 2-way conflict).
+// destinations, WMMA's ldm rule of 8 halves); the +8 halves / +4 floats padding staggers rows
+// across shared-memory banks (the fp32 column reads keep a 2-way conflict).
 template <typename T>
 struct TileConfig {
   static constexpr int kBlockD = 64;                 // reduction depth per pipeline stage
@@ -200,7 +200,8 @@ struct WmmaTile {
 #pragma unroll
       for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], a + (row_base + 16 * i) * LD + k, LD);
 #pragma unroll
-      for (int j = 0; j < kFragsN; ++j) wmma::load_matrix_sync(fb[j], b + (col_base + 16 * j) * LD + k, LD);
+      for (int j = 0; j < kFragsN; ++j)
+        wmma::load_matrix_sync(fb[j], b + (col_base + 16 * j) * LD + k, LD);
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -220,7 +221,8 @@ struct WmmaTile {
       for (int i = 0; i < 2; ++i)
         wmma::load_matrix_sync(fa[i], a + (row_base + 16 * i) * LDA + k, LDA);
 #pragma unroll
-      for (int j = 0; j < kFragsN; ++j) wmma::load_matrix_sync(fb[j], b + k * LDB + col_base + 16 * j, LDB);
+      for (int j = 0; j < kFragsN; ++j)
+        wmma::load_matrix_sync(fb[j], b + k * LDB + col_base + 16 * j, LDB);
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -322,7 +324,8 @@ extern __shared__ __align__(128) unsigned char dynamic_smem[];
 
 // The score tiles S[row tile, column tile] = zr[row0 : row0 + 64] . zc[col0 : col0 + 64]^T over all
 // of D, as a two-stage pipeline of (column tile, kBlockD chunk) stages: while the warps multiply
-// stage t's panels, stage t + 1's are in flight (cp.async with kVec, else loaded before the barrier).
+// stage t's panels, stage t + 1's are in flight (cp.async with kVec, else loaded before the
+// barrier).
 // For D <= kResidentD the row tile is loaded once into its panels and stays; above, each stage
 // reloads its row chunk into the stage's row panel. Call begin() once, then product() for the
 // column tiles in order col0 = 0, 64, ...
@@ -339,10 +342,11 @@ struct ScoreStages {
   bool resident;  // the row tile stays in its panels
   int stage = 0;  // stages started so far: buffer stage & 1 holds the current one
 
-  __device__ ScoreStages(int rows_offset_, int cols_offset_, const T* zr_, const T* zc_, int64_t stride_zr_,
-                         int64_t stride_zc_, int64_t row0_, int64_t M_, int64_t C_, int64_t D_)
-      : rows_offset(rows_offset_), cols_offset(cols_offset_), zr(zr_), zc(zc_), stride_zr(stride_zr_),
-        stride_zc(stride_zc_), row0(row0_), M(M_), C(C_), D(D_),
+  __device__ ScoreStages(int rows_offset_, int cols_offset_, const T* zr_, const T* zc_,
+                         int64_t stride_zr_, int64_t stride_zc_, int64_t row0_, int64_t M_,
+                         int64_t C_, int64_t D_)
+      : rows_offset(rows_offset_), cols_offset(cols_offset_), zr(zr_), zc(zc_),
+        stride_zr(stride_zr_), stride_zc(stride_zc_), row0(row0_), M(M_), C(C_), D(D_),
         chunks(static_cast<int>((D_ + Cfg::kBlockD - 1) / Cfg::kBlockD)),
         resident(D_ <= kResidentD) {}
 
