@@ -10,6 +10,7 @@
 // dtypes before devices, so a wrong call fails with a message naming the argument, never a crash.
 
 #include <cmath>
+#include <cstdint>
 #include <optional>
 
 #include <c10/cuda/CUDAGuard.h>
@@ -92,6 +93,15 @@ at::Tensor output_or_new(const std::optional<at::Tensor>& out, const char* name,
   return t;
 }
 
+// The kernels copy tiles with 16-byte cp.async when every row of zr and zc starts on a 16-byte
+// boundary (contiguous rows: aligned base pointers and D * element size % 16 == 0, i.e. D % 8 == 0
+// for fp16/bf16, D % 4 == 0 for fp32); otherwise they load element-wise.
+bool rows_16_byte_aligned(const at::Tensor& zr, const at::Tensor& zc) {
+  const int64_t row_bytes = zr.size(1) * static_cast<int64_t>(zr.element_size());
+  return row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(zr.data_ptr()) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(zc.data_ptr()) % 16 == 0;
+}
+
 void check_launch(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "fastclr ", what, " kernel launch failed: ",
               cudaGetErrorString(err));
@@ -122,6 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_rows(
   p.C = zc.size(0);
   p.D = zc.size(1);
   p.inv_temp = static_cast<float>(inv_temp);
+  p.aligned16 = rows_16_byte_aligned(zr, zc);
   check_launch(fastclr::nt_xent_forward(p, dtype, c10::cuda::getCurrentCUDAStream().stream()),
                "nt_xent forward");
   return {lse, pos_logit, lse_neg};
@@ -148,6 +159,7 @@ at::Tensor backward_rows(const at::Tensor& zr, const at::Tensor& zc, const at::T
   CHECK_CONTIGUOUS(g_c);
   const int64_t M = zr.size(0);
   const int64_t D = zr.size(1);
+  // The backward's grid has one y block per 64 (fp32) or 128 gradient columns (kBlockDOut).
   TORCH_CHECK_VALUE(D <= int64_t{65535} * 64, "zr has too many features for the grid: D = ", D);
   at::Tensor grad = output_or_new(grad_out, "grad", {M, D}, zr);
 
@@ -167,6 +179,7 @@ at::Tensor backward_rows(const at::Tensor& zr, const at::Tensor& zc, const at::T
   p.C = C;
   p.D = D;
   p.inv_temp = static_cast<float>(inv_temp);
+  p.aligned16 = rows_16_byte_aligned(zr, zc);
   check_launch(fastclr::nt_xent_backward(p, dtype, c10::cuda::getCurrentCUDAStream().stream()),
                "nt_xent backward");
   return grad;

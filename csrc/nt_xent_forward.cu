@@ -11,8 +11,10 @@
 //
 // One CTA owns kBlockM rows and walks every kBlockN-column tile of zc. A tile's scores are a tile
 // product over D in kBlockD stages (tensor cores for fp16/bf16, FMAs for fp32, fp32 accumulation),
-// staged in shared memory; then each row's two threads fold the tile into an online (max, sum).
-// Extra memory: shared only (~36 KB per CTA); global traffic O(M/kBlockM * C * D).
+// double-buffered in shared memory (ScoreStages: 16-byte cp.async while the previous stage
+// multiplies; the row tile stays resident for D <= 128); then each row's two threads fold the tile
+// into an online (max, sum). Extra memory: dynamic shared only (ForwardSmem: 53 KB fp16/bf16,
+// 71 KB fp32 per CTA); global traffic O(M/kBlockM * C * D).
 // A row_ids entry outside [0, C) yields NaN for that row instead of reading out of bounds.
 
 #include <cmath>
@@ -23,16 +25,17 @@
 namespace fastclr {
 namespace {
 
-template <typename T>
+template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentForwardParams p) {
-  using Cfg = TileConfig<T>;
-  __shared__ __align__(128) T s_rows[kBlockM * Cfg::kLdIn];
-  __shared__ __align__(128) T s_cols[kBlockN * Cfg::kLdIn];
-  __shared__ __align__(128) float s_scores[kBlockM * kLdScores];
+  using Smem = ForwardSmem<T>;
+  unsigned char* smem = dynamic_smem;
+  float* s_scores = reinterpret_cast<float*>(smem + Smem::kScores);
 
-  const T* zr = static_cast<const T*>(p.zr);
-  const T* zc = static_cast<const T*>(p.zc);
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
+  ScoreStages<T, kVec> stages(Smem::kRows, Smem::kCols,
+                              static_cast<const T*>(p.zr), static_cast<const T*>(p.zc),
+                              p.stride_zr, p.stride_zc, row0, p.M, p.C, p.D);
+  stages.begin();
 
   // Epilogue mapping: row r has threads 2r and 2r+1 (neighbouring lanes); thread `parity` owns the
   // tile columns c = parity + 2j. Interleaving keeps the score reads to 2-way bank conflicts.
@@ -56,14 +59,7 @@ __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentF
 
   for (int64_t col0 = 0; col0 < p.C; col0 += kBlockN) {
     scores.zero();
-    for (int64_t d0 = 0; d0 < p.D; d0 += Cfg::kBlockD) {
-      __syncthreads();  // every warp is done with the previous stage's tiles
-      load_tile<T, kBlockM, Cfg::kBlockD, Cfg::kLdIn>(s_rows, zr, p.stride_zr, row0, p.M, d0, p.D);
-      load_tile<T, kBlockN, Cfg::kBlockD, Cfg::kLdIn>(s_cols, zc, p.stride_zc, col0, p.C, d0, p.D);
-      __syncthreads();
-      scores.template mma_abt<Cfg::kBlockD, Cfg::kLdIn>(s_rows, s_cols);
-    }
-    __syncthreads();  // the previous tile's epilogue is done reading s_scores (also when D == 0)
+    stages.product(scores, col0, [] {});  // its barriers also end the previous tile's epilogue
     scores.template store<kLdScores>(s_scores);
     __syncthreads();
 
@@ -105,12 +101,22 @@ __global__ void __launch_bounds__(kThreads) nt_xent_forward_kernel(const NtXentF
   }
 }
 
+template <typename T, bool kVec>
+cudaError_t launch_forward(const NtXentForwardParams& p, cudaStream_t stream) {
+  const auto kernel = nt_xent_forward_kernel<T, kVec>;
+  constexpr int kSmem = ForwardSmem<T>::kBytes;  // above the 48 KB default: opt in
+  const cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned int>((p.M + kBlockM - 1) / kBlockM));
+  kernel<<<grid, kThreads, kSmem, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t launch_forward(const NtXentForwardParams& p, cudaStream_t stream) {
   if (p.M == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned int>((p.M + kBlockM - 1) / kBlockM));
-  nt_xent_forward_kernel<T><<<grid, kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return p.aligned16 ? launch_forward<T, true>(p, stream) : launch_forward<T, false>(p, stream);
 }
 
 }  // namespace

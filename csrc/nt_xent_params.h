@@ -28,6 +28,8 @@ struct NtXentForwardParams {
   int64_t C;
   int64_t D;
   float inv_temp;
+  bool aligned16;          // every zr/zc row starts 16-byte aligned and D * sizeof(T) % 16 == 0:
+                           // the kernels copy tiles with 16-byte cp.async, else element-wise
 };
 
 struct NtXentBackwardParams {
@@ -45,6 +47,7 @@ struct NtXentBackwardParams {
   int64_t C;
   int64_t D;
   float inv_temp;
+  bool aligned16;          // as in the forward
 };
 
 // Launch on `stream`; return the launch error (cudaSuccess when nothing had to run).

@@ -247,6 +247,59 @@ def test_wrapper_accepts_non_contiguous_inputs(cuda) -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_unaligned_rows_take_the_element_wise_path_with_the_same_results(cuda, dtype) -> None:
+    # D = 128 rows are 16-byte aligned (cp.async path) unless the storage starts mid-vector: one
+    # element in, the host must pick the element-wise loads; both must agree with float64.
+    zr, zc, row_ids = make_rows(70, 128, 90, dtype, cuda)
+    shifted = torch.empty(zc.numel() + 1, dtype=dtype, device=cuda)[1:].view_as(zc)
+    shifted.copy_(zc)
+    assert shifted.data_ptr() % 16 != 0
+    _forward_check(zc[row_ids], shifted, row_ids, 10.0, dtype)
+    _forward_check(zr, zc, row_ids, 10.0, dtype)
+    zc64 = zc.double().cpu()
+    lse, _, lse_neg = chunked.forward_rows(zc64, zc64, torch.arange(140), 10.0)
+    g = torch.rand(140, dtype=torch.float64)
+    args = (lse.float().to(cuda), lse_neg.float().to(cuda), g.float().to(cuda), 10.0)
+    aligned = cuda_backend.backward_rows(zr, zc, row_ids, *args)
+    unaligned = cuda_backend.backward_rows(zr, shifted, row_ids, *args)
+    torch.testing.assert_close(unaligned, aligned, atol=1e-6 * aligned.abs().max().item(), rtol=0)
+
+
+def test_static_tool_counts_16_byte_global_loads() -> None:
+    from fastclr.bench.static import cuda_ext, sass
+
+    text = "\n".join(
+        f"        /*{16 * i:04x}*/                   {op} R0, [R2.64] ;"
+        for i, op in enumerate(
+            ["LDGSTS.E.BYPASS.128", "LDG.E.128", "LDG.E.U16", "LDG.E", "LDG.E.64", "LDGDEPBAR"]
+        )
+    )
+    instructions, _ = sass.parse(text)
+    assert cuda_ext.global_loads(instructions) == {"16-byte": 2, "narrower": 3}
+    assert cuda_ext.global_loads(instructions, 0x10, 0x20) == {"16-byte": 1, "narrower": 1}
+
+
+def test_static_tool_sets_the_cuda_estimate_beside_the_reference() -> None:
+    from fastclr.bench.static.render import cuda_estimate_lines
+
+    def row(kernel: str, serialized: float) -> dict:
+        estimate = {"overlapped_us": serialized / 2, "serialized_us": serialized}
+        return {"cc": 90, "variant": "16-byte", "dtype": "bf16", "kernel": kernel,
+                "estimate_at_least": {"H100 SXM": estimate}}  # fmt: skip
+
+    def verdict(forward: float, backward: float) -> str:
+        document = {"cuda": [row("forward", forward), row("backward", backward)]}
+        lines = cuda_estimate_lines(document, 8192, 128, (750.0, 900.0))
+        assert "ESTIMATE" in lines[0] and lines[-1].startswith("| bf16 |")
+        return lines[-1].split("|")[-2].strip()
+
+    assert verdict(100.0, 200.0) == "lower bound below"
+    assert verdict(300.0, 500.0) == "overlaps"
+    assert verdict(400.0, 600.0) == "no"
+
+
+@pytest.mark.gpu
 def test_extension_validates_cuda_inputs(cuda) -> None:
     ext = cuda_backend.load_extension()
     zr, zc, row_ids = make_rows(8, 16, None, torch.float32, cuda)

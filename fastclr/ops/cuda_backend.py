@@ -3,7 +3,10 @@
 Implements the contract of fastclr/ops/chunked.py (`forward_rows`, `backward_rows`) with kernels
 that never allocate a C x C tensor: extra memory is the [M] / [M, D] fp32 outputs plus shared
 memory. fp16/bf16 tile products run on tensor cores (WMMA, fp32 accumulation), fp32 on CUDA-core
-FMAs (no tf32). Needs compute capability 8.0+.
+FMAs (no tf32). Tiles reach shared memory through a double-buffered pipeline of 16-byte cp.async
+copies when every row of zr and zc starts 16-byte aligned (D % 8 == 0 for fp16/bf16, D % 4 == 0 for
+fp32, aligned storage), else element-wise loads; the extension picks per call. Needs compute
+capability 8.0+.
 
 The extension is found in this order: the ahead-of-time module `fastclr._C_nt_xent` (built by
 `FASTCLR_BUILD_CUDA=1 pip install --no-build-isolation .`), else a JIT build with ninja of csrc/

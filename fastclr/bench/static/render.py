@@ -173,27 +173,80 @@ def full_table_lines(document: dict) -> list[str]:
 def cuda_lines(document: dict) -> list[str]:
     if not document.get("cuda"):
         return []
+    from fastclr.bench.static.cuda_ext import ESTIMATE_DIM, ESTIMATE_ROWS, REFERENCE_ESTIMATE_US
+
     lines = [
         "## CUDA extension (csrc/, nvcc -Xptxas -v)",
         "",
-        "64×64 score tile, 4 warps; per-element counts at D = 128 are lower bounds (its per-thread "
-        "element loops are counted once).",
+        "64×64 score tile, 4 warps; variant 16-byte = cp.async tile copies (the host's choice when "
+        "every row is 16-byte aligned), element-wise = the fallback. smem = static + dynamic. "
+        f"Per-element counts at D = {ESTIMATE_DIM} are LOWER BOUNDS (its per-thread element loops "
+        "are counted once). Global loads: LDGSTS/LDG of 16 bytes vs narrower, in the whole kernel "
+        "(in the column loop).",
         "",
-        "| arch | kernel | dtype | regs | spill B | smem KiB | occupancy | MMA | instr/elem ≥ | "
-        "MUFU.EX2/elem ≥ |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arch | kernel | dtype | variant | regs | spill B | smem KiB | occupancy | MMA | "
+        "instr/elem ≥ | MUFU.EX2/elem ≥ | 16-byte loads | narrower loads |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in document["cuda"]:
         if "error" in row:
-            lines.append(f"| {row['arch']} | {row['source']} | | compile error | | | | | | |")
+            lines.append(f"| {row['arch']} | {row['source']} | | | compile error | | | | | | | | |")
             continue
+        loads = row.get("global_loads", {})
+        loop_loads = row.get("hot_loop_global_loads") or {}
         lines.append(
-            f"| {row['arch']} | {row['kernel']} | {row['dtype']} | {row.get('registers')} | "
-            f"{row.get('spill_bytes')} | {_kib(row.get('shared_static', 0))} | {_occ(row)} | "
+            f"| {row['arch']} | {row['kernel']} | {row['dtype']} | {row.get('variant', '')} | "
+            f"{row.get('registers')} | {row.get('spill_bytes')} | "
+            f"{_kib(row.get('shared_bytes', row.get('shared_static', 0)))} | {_occ(row)} | "
             f"{row['mma']} | {row.get('instructions_per_element_at_least', '')} | "
-            f"{row.get('mufu_ex2_per_element_at_least', '')} |"
+            f"{row.get('mufu_ex2_per_element_at_least', '')} | "
+            f"{loads.get('16-byte', '')} ({loop_loads.get('16-byte', '')}) | "
+            f"{loads.get('narrower', '')} ({loop_loads.get('narrower', '')}) |"
         )
+    lines += [
+        "",
+        *cuda_estimate_lines(document, ESTIMATE_ROWS, ESTIMATE_DIM, REFERENCE_ESTIMATE_US),
+    ]
     return lines + [""]
+
+
+def cuda_estimate_lines(
+    document: dict, rows: int, dim: int, reference_us: tuple[float, float]
+) -> list[str]:
+    """Forward + backward ESTIMATES of the CUDA backend's 16-byte variant on sm_90 beside the plain
+    reference's, per dtype."""
+    found: dict[str, dict] = {}
+    for row in document["cuda"]:
+        if row.get("cc") == 90 and row.get("variant") == "16-byte" and row.get("estimate_at_least"):
+            found.setdefault(row["dtype"], {})[row["kernel"]] = row["estimate_at_least"]
+    if not found:
+        return []
+    low, high = reference_us
+    lines = [
+        f"### CUDA backend ESTIMATE at 2N = {rows}, D = {dim}, sm_90 (H100 SXM), 16-byte variant",
+        "",
+        "ESTIMATED µs of the roofline model (docs/static-analysis.md), from lower-bound instruction "
+        "counts and without memory latency: lower bounds of the model, never measured. Reference: "
+        "the plain PyTorch loss's ESTIMATE (~15 passes over C×C, /work/shared/KERNEL-REVIEW.md).",
+        "",
+        "| dtype | est. forward µs (overlapped / serialized) | est. backward µs | "
+        "est. forward + backward µs (serialized) | est. plain reference µs | below the reference? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dtype in ("bf16", "fp16", "fp32"):
+        kernels = found.get(dtype, {})
+        if set(kernels) != {"forward", "backward"}:
+            continue
+        fwd, bwd = kernels["forward"]["H100 SXM"], kernels["backward"]["H100 SXM"]
+        total = fwd["serialized_us"] + bwd["serialized_us"]
+        # The CUDA figure is a lower bound: "below" says only that the model does not rule it out.
+        verdict = "lower bound below" if total < low else ("no" if total > high else "overlaps")
+        lines.append(
+            f"| {dtype} | ≥ {fwd['overlapped_us']:.0f} / {fwd['serialized_us']:.0f} | "
+            f"≥ {bwd['overlapped_us']:.0f} / {bwd['serialized_us']:.0f} | ≥ {total:.0f} | "
+            f"{low:.0f}–{high:.0f} | {verdict} |"
+        )
+    return lines
 
 
 def markdown(document: dict) -> str:
