@@ -1,7 +1,8 @@
 // Torch binding of the fused NT-Xent primitives (contract: fastclr/ops/chunked.py).
 //
-//   forward_rows(zr, zc, row_ids, inv_temp, lse=None, pos_logit=None) -> (lse [M], pos_logit [M])
-//   backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp, grad=None) -> grad_zr [M, D]
+//   forward_rows(zr, zc, row_ids, inv_temp, lse=None, pos_logit=None, lse_neg=None)
+//       -> (lse [M], pos_logit [M], lse_neg [M])
+//   backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp, grad=None) -> grad_zr [M, D]
 //
 // zr [M, D] and zc [C, D]: normalized rows/columns, fp32, fp16 or bf16, same dtype and device,
 // contiguous; row_ids [M] int64 (zr[i] == zc[row_ids[i]]); C even. Outputs are fp32; the optional
@@ -9,6 +10,7 @@
 // dtypes before devices, so a wrong call fails with a message naming the argument, never a crash.
 
 #include <cmath>
+#include <cstdint>
 #include <optional>
 
 #include <c10/cuda/CUDAGuard.h>
@@ -91,20 +93,30 @@ at::Tensor output_or_new(const std::optional<at::Tensor>& out, const char* name,
   return t;
 }
 
+// The kernels copy tiles with 16-byte cp.async when every row of zr and zc starts on a 16-byte
+// boundary (contiguous rows: aligned base pointers and D * element size % 16 == 0, i.e. D % 8 == 0
+// for fp16/bf16, D % 4 == 0 for fp32); otherwise they load element-wise.
+bool rows_16_byte_aligned(const at::Tensor& zr, const at::Tensor& zc) {
+  const int64_t row_bytes = zr.size(1) * static_cast<int64_t>(zr.element_size());
+  return row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(zr.data_ptr()) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(zc.data_ptr()) % 16 == 0;
+}
+
 void check_launch(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "fastclr ", what, " kernel launch failed: ",
               cudaGetErrorString(err));
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_rows(const at::Tensor& zr, const at::Tensor& zc,
-                                                const at::Tensor& row_ids, double inv_temp,
-                                                const std::optional<at::Tensor>& lse_out,
-                                                const std::optional<at::Tensor>& pos_logit_out) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_rows(
+    const at::Tensor& zr, const at::Tensor& zc, const at::Tensor& row_ids, double inv_temp,
+    const std::optional<at::Tensor>& lse_out, const std::optional<at::Tensor>& pos_logit_out,
+    const std::optional<at::Tensor>& lse_neg_out) {
   const NtXentDtype dtype = check_shapes_and_dtypes(zr, zc, row_ids, inv_temp);
   check_placement(zr, zc, row_ids);
   const int64_t M = zr.size(0);
   at::Tensor lse = output_or_new(lse_out, "lse", {M}, zr);
   at::Tensor pos_logit = output_or_new(pos_logit_out, "pos_logit", {M}, zr);
+  at::Tensor lse_neg = output_or_new(lse_neg_out, "lse_neg", {M}, zr);
 
   const c10::cuda::CUDAGuard device_guard(zr.device());
   fastclr::NtXentForwardParams p{};
@@ -113,33 +125,41 @@ std::tuple<at::Tensor, at::Tensor> forward_rows(const at::Tensor& zr, const at::
   p.row_ids = row_ids.data_ptr<int64_t>();
   p.lse = lse.data_ptr<float>();
   p.pos_logit = pos_logit.data_ptr<float>();
+  p.lse_neg = lse_neg.data_ptr<float>();
   p.stride_zr = zr.size(1);
   p.stride_zc = zc.size(1);
   p.M = M;
   p.C = zc.size(0);
   p.D = zc.size(1);
   p.inv_temp = static_cast<float>(inv_temp);
+  p.aligned16 = rows_16_byte_aligned(zr, zc);
   check_launch(fastclr::nt_xent_forward(p, dtype, c10::cuda::getCurrentCUDAStream().stream()),
                "nt_xent forward");
-  return {lse, pos_logit};
+  return {lse, pos_logit, lse_neg};
 }
 
 at::Tensor backward_rows(const at::Tensor& zr, const at::Tensor& zc, const at::Tensor& row_ids,
-                         const at::Tensor& lse_c, const at::Tensor& g_c, double inv_temp,
+                         const at::Tensor& lse_c, const at::Tensor& lse_neg_c,
+                         const at::Tensor& g_c, double inv_temp,
                          const std::optional<at::Tensor>& grad_out) {
   const NtXentDtype dtype = check_shapes_and_dtypes(zr, zc, row_ids, inv_temp);
   const int64_t C = zc.size(0);
   CHECK_SHAPE(lse_c, C);
+  CHECK_SHAPE(lse_neg_c, C);
   CHECK_SHAPE(g_c, C);
   CHECK_DTYPE(lse_c, at::kFloat, "float32");
+  CHECK_DTYPE(lse_neg_c, at::kFloat, "float32");
   CHECK_DTYPE(g_c, at::kFloat, "float32");
   check_placement(zr, zc, row_ids);
   CHECK_SAME_DEVICE(lse_c, zr);
+  CHECK_SAME_DEVICE(lse_neg_c, zr);
   CHECK_SAME_DEVICE(g_c, zr);
   CHECK_CONTIGUOUS(lse_c);
+  CHECK_CONTIGUOUS(lse_neg_c);
   CHECK_CONTIGUOUS(g_c);
   const int64_t M = zr.size(0);
   const int64_t D = zr.size(1);
+  // The backward's grid has one y block per 64 (fp32) or 128 gradient columns (kBlockDOut).
   TORCH_CHECK_VALUE(D <= int64_t{65535} * 64, "zr has too many features for the grid: D = ", D);
   at::Tensor grad = output_or_new(grad_out, "grad", {M, D}, zr);
 
@@ -149,6 +169,7 @@ at::Tensor backward_rows(const at::Tensor& zr, const at::Tensor& zc, const at::T
   p.zc = zc.data_ptr();
   p.row_ids = row_ids.data_ptr<int64_t>();
   p.lse_c = lse_c.data_ptr<float>();
+  p.lse_neg_c = lse_neg_c.data_ptr<float>();
   p.g_c = g_c.data_ptr<float>();
   p.grad = grad.data_ptr<float>();
   p.stride_zr = D;
@@ -158,6 +179,7 @@ at::Tensor backward_rows(const at::Tensor& zr, const at::Tensor& zc, const at::T
   p.C = C;
   p.D = D;
   p.inv_temp = static_cast<float>(inv_temp);
+  p.aligned16 = rows_16_byte_aligned(zr, zc);
   check_launch(fastclr::nt_xent_backward(p, dtype, c10::cuda::getCurrentCUDAStream().stream()),
                "nt_xent backward");
   return grad;
@@ -168,11 +190,12 @@ at::Tensor backward_rows(const at::Tensor& zr, const at::Tensor& zc, const at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fastclr fused NT-Xent primitives (CUDA): forward_rows and backward_rows";
   m.def("forward_rows", &forward_rows,
-        "Per-row masked log-sum-exp and positive logit: (lse [M] fp32, pos_logit [M] fp32)",
+        "Per-row masked log-sum-exps and positive logit: (lse, pos_logit, lse_neg), [M] fp32 each",
         py::arg("zr"), py::arg("zc"), py::arg("row_ids"), py::arg("inv_temp"),
-        py::arg("lse") = py::none(), py::arg("pos_logit") = py::none());
+        py::arg("lse") = py::none(), py::arg("pos_logit") = py::none(),
+        py::arg("lse_neg") = py::none());
   m.def("backward_rows", &backward_rows,
         "Gradient of sum_j g_j loss_j with respect to zr: [M, D] fp32", py::arg("zr"),
-        py::arg("zc"), py::arg("row_ids"), py::arg("lse_c"), py::arg("g_c"), py::arg("inv_temp"),
-        py::arg("grad") = py::none());
+        py::arg("zc"), py::arg("row_ids"), py::arg("lse_c"), py::arg("lse_neg_c"), py::arg("g_c"),
+        py::arg("inv_temp"), py::arg("grad") = py::none());
 }

@@ -1,18 +1,24 @@
 // NT-Xent backward: gradient of sum_j g_j loss_j with respect to the rows zr, one row-parallel pass
 // that recomputes the score tiles from the saved log-sum-exp (never a C x C tensor):
 //
-//   W_ik    = g_i exp(s_ik - lse_i) + g_k exp(s_ik - lse_k)      for k != i   (S is symmetric)
+//   W_ik    = g_i exp(s_ik - lse_i) + g_k exp(s_ik - lse_k)      for k != i, pos(i) (S is symmetric)
 //   W_ii    = 0
-//   W_ipos -= g_i + g_pos(i)
+//   W_ipos  = -(g_i Q_i + g_pos Q_pos),   Q_k = 1 - P_k,pos(k) = exp(lse_neg_k - lse_k)
 //   grad_i  = inv_temp * sum_k W_ik zc_k
 //
-// with s_ik = inv_temp <zr_i, zc_k>, i the global index row_ids[i], lse/g over all C global rows.
+// with s_ik = inv_temp <zr_i, zc_k>, i the global index row_ids[i], lse/lse_neg/g over all C global
+// rows. The positive weight equals g_i P_ipos + g_pos P_posi - g_i - g_pos, but near convergence
+// (P -> 1) that difference keeps only ~ulp(lse) of absolute precision; Q from the forward's two
+// log-sum-exps keeps its relative precision (fastclr/ops/chunked.py).
 //
-// Grid: (row blocks of kBlockM, gradient-column blocks of kBlockDOut). A CTA walks every kBlockN
-// column tile: score tile (first product, over all of D), weights into shared memory in the
+// Grid: (row blocks of kBlockM, gradient-column blocks of kBlockDOut: 128 fp16/bf16, 64 fp32
+// for want of registers: TileConfig). A CTA walks every
+// kBlockN column tile: score tile (first product over all of D, double-buffered 16-byte cp.async
+// stages with the row tile resident for D <= 128: ScoreStages), weights into shared memory in the
 // compute dtype, then its [kBlockM, kBlockDOut] gradient tile += W . zc[tile, its D columns]
-// (second product, fp32 accumulators in registers). D > kBlockDOut recomputes the score tiles once
-// per gradient-column block: more parallel CTAs at the cost of repeated first products.
+// (second product, fp32 accumulators in registers; the value tile is copied with the tile's first
+// stage). fp16/bf16 with D <= 128 need one gradient-column block, so each score tile is computed
+// once; more blocks recompute the score tiles once each. Dynamic shared memory: BackwardSmem.
 //
 // fp16 weights would underflow (g ~ 1/C times P ~ 1/C), so for fp16/bf16 each row's weights are
 // scaled by a power of two 2^s_i with |W_ik| 2^s_i < 2^14 (|W_ik| <= |g_i| + max_k |g_k| since
@@ -30,35 +36,29 @@ namespace {
 constexpr int kWeightExponent = 14;  // scaled weights stay below 2^14 (fp16 max is ~2^16)
 constexpr int kMaxShift = 100;       // keeps 2^shift a finite fp32
 
-template <typename T>
+template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXentBackwardParams p) {
   using Cfg = TileConfig<T>;
-  // The zr/zc stage tiles of the first product and the zc value tile of the second are never live
-  // at the same time: they share one buffer.
-  constexpr int kStageBytes = padded_bytes(2 * kBlockM * Cfg::kLdIn * static_cast<int>(sizeof(T)));
-  constexpr int kValueBytes = padded_bytes(kBlockN * Cfg::kLdOut * static_cast<int>(sizeof(T)));
-  constexpr int kOperandBytes = kStageBytes > kValueBytes ? kStageBytes : kValueBytes;
-  constexpr int kWeightElems = Cfg::kWeightsInPlace ? 1 : kBlockM * Cfg::kLdWeights;
-  static_assert(kOperandBytes + kBlockM * kLdScores * 4 + kWeightElems * sizeof(T) + 2048 <= 48 * 1024,
-                "static shared memory is limited to 48 KB");
-
-  __shared__ __align__(128) unsigned char s_operands[kOperandBytes];
-  __shared__ __align__(128) float s_scores[kBlockM * kLdScores];
-  __shared__ __align__(128) T s_weight_buf[kWeightElems];
+  using Smem = BackwardSmem<T>;
+  unsigned char* smem = dynamic_smem;
   __shared__ float s_lse_col[kBlockN];
   __shared__ float s_g_col[kBlockN];
   __shared__ float s_unscale[kBlockM];
   __shared__ float s_warp_max[kThreads / 32];
 
-  T* s_rows = reinterpret_cast<T*>(s_operands);
-  T* s_cols = s_rows + kBlockM * Cfg::kLdIn;  // kBlockM * kLdIn * sizeof(T) is a multiple of 32 B
-  T* s_values = reinterpret_cast<T*>(s_operands);
-  T* s_weights = Cfg::kWeightsInPlace ? reinterpret_cast<T*>(s_scores) : s_weight_buf;
+  T* s_values = reinterpret_cast<T*>(smem + Smem::kValues);
+  float* s_scores = reinterpret_cast<float*>(smem + Smem::kScores);
+  T* s_weights = Cfg::kWeightsInPlace ? reinterpret_cast<T*>(s_scores)
+                                      : reinterpret_cast<T*>(smem + Smem::kWeights);
+  float* s_out = reinterpret_cast<float*>(smem);  // after the loop: the panels are free
 
-  const T* zr = static_cast<const T*>(p.zr);
   const T* zc = static_cast<const T*>(p.zc);
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
-  const int64_t dout0 = static_cast<int64_t>(blockIdx.y) * kBlockDOut;
+  const int64_t dout0 = static_cast<int64_t>(blockIdx.y) * Cfg::kBlockDOut;
+  ScoreStages<T, kVec> stages(Smem::kRows, Smem::kCols,
+                              static_cast<const T*>(p.zr), zc, p.stride_zr, p.stride_zc, row0, p.M,
+                              p.C, p.D);
+  stages.begin();
 
   // max_k |g_k| bounds every weight of every row (with |g_i|): used to pick the fp16 scale.
   float g_max = 0.f;
@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
   int64_t self_col = -1;
   int64_t pos_col = -1;
   bool ids_ok = false;
-  float lse_i = 0.f, g_i = 0.f, g_pos = 0.f;
+  float lse_i = 0.f, g_i = 0.f, w_pos = 0.f;
   float scale = 1.f;
   float unscale = p.inv_temp;
   if (row < p.M) {
@@ -91,7 +91,8 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
       pos_col = (self_col + p.C / 2) % p.C;
       lse_i = p.lse_c[self_col];
       g_i = p.g_c[self_col];
-      g_pos = p.g_c[pos_col];
+      w_pos = -(g_i * expf(p.lse_neg_c[self_col] - lse_i) +
+                p.g_c[pos_col] * expf(p.lse_neg_c[pos_col] - p.lse_c[pos_col]));
       if (Cfg::kScaleWeights) {
         int exponent = 0;
         frexpf(fabsf(g_i) + g_max, &exponent);  // |g_i| + g_max < 2^exponent
@@ -106,66 +107,76 @@ __global__ void __launch_bounds__(kThreads) nt_xent_backward_kernel(const NtXent
   if (parity == 0) s_unscale[r] = unscale;
 
   TileMma<T> scores;
-  TileMma<T> out;
+  TileMma<T, Cfg::kBlockDOut> out;
   out.zero();
 
   for (int64_t col0 = 0; col0 < p.C; col0 += kBlockN) {
     scores.zero();
-    for (int64_t d0 = 0; d0 < p.D; d0 += Cfg::kBlockD) {
-      __syncthreads();  // every warp is done with the previous stage's tiles and value tile
-      load_tile<T, kBlockM, Cfg::kBlockD, Cfg::kLdIn>(s_rows, zr, p.stride_zr, row0, p.M, d0, p.D);
-      load_tile<T, kBlockN, Cfg::kBlockD, Cfg::kLdIn>(s_cols, zc, p.stride_zc, col0, p.C, d0, p.D);
-      __syncthreads();
-      scores.template mma_abt<Cfg::kBlockD, Cfg::kLdIn>(s_rows, s_cols);
-    }
-    __syncthreads();  // stage tiles, the previous weights and value tile are free
+    // The value tile zc[tile, dout0 : dout0 + kBlockDOut] and the columns' lse and g travel with
+    // the tile's first stage; the previous tile's end-of-loop barrier freed their buffers.
+    stages.product(scores, col0, [&] {
+      load_tile<T, kVec, kBlockN, Cfg::kBlockDOut, Cfg::kLdOut>(s_values, zc, p.stride_zc, col0,
+                                                                p.C, dout0, p.D);
+      cp_async_commit();
+      for (int c = threadIdx.x; c < kBlockN; c += kThreads) {
+        const int64_t k = col0 + c;
+        s_lse_col[c] = k < p.C ? p.lse_c[k] : 0.f;
+        s_g_col[c] = k < p.C ? p.g_c[k] : 0.f;
+      }
+    });
     scores.template store<kLdScores>(s_scores);
-    load_tile<T, kBlockN, kBlockDOut, Cfg::kLdOut>(s_values, zc, p.stride_zc, col0, p.C, dout0,
-                                                     p.D);
-    for (int c = threadIdx.x; c < kBlockN; c += kThreads) {
-      const int64_t k = col0 + c;
-      s_lse_col[c] = k < p.C ? p.lse_c[k] : 0.f;
-      s_g_col[c] = k < p.C ? p.g_c[k] : 0.f;
-    }
     __syncthreads();
 
+    const int self_c = tile_index(self_col, col0);
+    const int pos_c = tile_index(pos_col, col0);
+    const int width = tile_width(p.C, col0, ids_ok);
 #pragma unroll 8
     for (int j = 0; j < kBlockN / 2; ++j) {
       const int c = parity + 2 * j;
-      const int64_t k = col0 + c;
       float w = 0.f;
-      if (ids_ok && k < p.C) {
+      if (c < width) {
         const float s = s_scores[r * kLdScores + c] * p.inv_temp;
-        if (k != self_col) w = g_i * expf(s - lse_i) + s_g_col[c] * expf(s - s_lse_col[c]);
-        if (k == pos_col) w -= g_i + g_pos;
+        if (c != self_c) w = g_i * expf(s - lse_i) + s_g_col[c] * expf(s - s_lse_col[c]);
+        if (c == pos_c) w = w_pos;
       }
       // In place for fp32: this thread alone reads and writes this element.
       s_weights[r * Cfg::kLdWeights + c] = from_float<T>(w * scale);
     }
     __syncthreads();
     out.template mma_ab<kBlockN, Cfg::kLdWeights, Cfg::kLdOut>(s_weights, s_values);
+    __syncthreads();  // values, weights, scores and column constants are free for the next tile
   }
 
+  out.template store<Smem::kLdOutTile>(s_out);
   __syncthreads();
-  out.template store<kLdScores>(s_scores);
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < kBlockM * kBlockDOut; idx += kThreads) {
-    const int rr = idx / kBlockDOut;
-    const int dd = idx % kBlockDOut;
+  for (int idx = threadIdx.x; idx < kBlockM * Cfg::kBlockDOut; idx += kThreads) {
+    const int rr = idx / Cfg::kBlockDOut;
+    const int dd = idx % Cfg::kBlockDOut;
     const int64_t grow = row0 + rr;
     const int64_t gcol = dout0 + dd;
     if (grow < p.M && gcol < p.D)
-      p.grad[grow * p.stride_grad + gcol] = s_scores[rr * kLdScores + dd] * s_unscale[rr];
+      p.grad[grow * p.stride_grad + gcol] = s_out[rr * Smem::kLdOutTile + dd] * s_unscale[rr];
   }
+}
+
+template <typename T, bool kVec>
+cudaError_t launch_backward(const NtXentBackwardParams& p, cudaStream_t stream) {
+  const auto kernel = nt_xent_backward_kernel<T, kVec>;
+  constexpr int kSmem = BackwardSmem<T>::kBytes;  // above the 48 KB default: opt in
+  const cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (err != cudaSuccess) return err;
+  constexpr int kBlockDOut = TileConfig<T>::kBlockDOut;
+  const dim3 grid(static_cast<unsigned int>((p.M + kBlockM - 1) / kBlockM),
+                  static_cast<unsigned int>((p.D + kBlockDOut - 1) / kBlockDOut));
+  kernel<<<grid, kThreads, kSmem, stream>>>(p);
+  return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_backward(const NtXentBackwardParams& p, cudaStream_t stream) {
   if (p.M == 0 || p.D == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned int>((p.M + kBlockM - 1) / kBlockM),
-                  static_cast<unsigned int>((p.D + kBlockDOut - 1) / kBlockDOut));
-  nt_xent_backward_kernel<T><<<grid, kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return p.aligned16 ? launch_backward<T, true>(p, stream) : launch_backward<T, false>(p, stream);
 }
 
 }  // namespace

@@ -21,12 +21,15 @@ struct NtXentForwardParams {
   const int64_t* row_ids;  // [M], global column index of each row
   float* lse;              // [M] out: log sum_{k != row_ids[i]} exp(inv_temp <zr_i, zc_k>)
   float* pos_logit;        // [M] out: inv_temp <zr_i, zc_{(row_ids[i] + C/2) % C}>
+  float* lse_neg;          // [M] out: lse without the positive column (-inf when C = 2)
   int64_t stride_zr;
   int64_t stride_zc;
   int64_t M;
   int64_t C;
   int64_t D;
   float inv_temp;
+  bool aligned16;          // every zr/zc row starts 16-byte aligned and D * sizeof(T) % 16 == 0:
+                           // the kernels copy tiles with 16-byte cp.async, else element-wise
 };
 
 struct NtXentBackwardParams {
@@ -34,6 +37,7 @@ struct NtXentBackwardParams {
   const void* zc;          // [C, D]
   const int64_t* row_ids;  // [M]
   const float* lse_c;      // [C], log-sum-exp of every global row
+  const float* lse_neg_c;  // [C], its negatives-only log-sum-exp
   const float* g_c;        // [C], upstream gradient of every global row's loss
   float* grad;             // [M, D] out, row stride stride_grad
   int64_t stride_zr;
@@ -43,6 +47,7 @@ struct NtXentBackwardParams {
   int64_t C;
   int64_t D;
   float inv_temp;
+  bool aligned16;          // as in the forward
 };
 
 // Launch on `stream`; return the launch error (cudaSuccess when nothing had to run).

@@ -31,6 +31,7 @@ CHUNK_BLOCK_D = 64
 _FALLBACK_CONFIGS = {
     "forward": [(32, 32, 4, 2)],
     "backward": [(32, 32, 4, 2)],
+    "weights": [(32, 32, 4, 2)],
 }
 # Shared memory beyond the operand tiles: reduction scratch (up to 1 KiB) and, on sm_90, 1 KiB of
 # static shared memory (barriers) that counts against the same per-block limit.
@@ -91,6 +92,23 @@ def backward_configs() -> list[triton.Config]:
     ]
 
 
+def weights_configs() -> list[triton.Config]:
+    """The large-D weights kernel (kernels/nt_xent_weights.py): a score tile over D in CHUNK_BLOCK_D
+    chunks and one store, the forward's shapes."""
+    if INTERPRET:
+        return [_config(32, 64, 4, 1)]
+    return [
+        _config(block_m, block_n, num_warps, num_stages)
+        for block_m, block_n, num_warps, num_stages in [
+            (128, 128, 8, 3),
+            (128, 64, 4, 3),
+            (64, 128, 4, 3),
+            (64, 64, 4, 3),
+            *_FALLBACK_CONFIGS["weights"],
+        ]
+    ]
+
+
 def _key(config: triton.Config) -> tuple[int, int, int, int]:
     return (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages)
 
@@ -109,7 +127,7 @@ def shared_memory_bytes(
     Single-D: `num_stages` pipelined [BLOCK_N, BLOCK_D] column tiles + the resident [BLOCK_M, BLOCK_D]
     row tile. Chunked D: row and column chunks are both pipelined. fp32 with tf32x3 stages one more
     row + column tile (the hi/lo split); the backward may stage its [BLOCK_M, BLOCK_N] weight tile as
-    fp32 for the layout change before the second product."""
+    fp32 for the layout change before the second product (the weights kernel, before its store)."""
     block_m, block_n, _, num_stages = _key(config)
     stages = max(num_stages, 1)
     row = block_m * block_d * elem_bytes
@@ -117,7 +135,7 @@ def shared_memory_bytes(
     need = stages * col + row if single_d else stages * (col + row)
     if elem_bytes == 4 and dot_precision == "tf32x3":
         need += col + row
-    if kernel == "backward":
+    if kernel in ("backward", "weights"):
         need += block_m * block_n * 4
     return need + _SCRATCH_BYTES
 
@@ -181,7 +199,55 @@ def prune_forward(configs, named_args, **kwargs):
     return _prune(configs, named_args, "forward", **kwargs)
 
 
+def prune_weights(configs, named_args, **kwargs):
+    """early_config_prune for the large-D weights kernel (chunked D, the forward's shared memory)."""
+    return fitting_configs(
+        configs,
+        "weights",
+        block_d=kwargs["BLOCK_D"],
+        single_d=False,
+        elem_bytes=named_args["ZC_ptr"].element_size(),
+        dot_precision=kwargs["DOT_PRECISION"],
+        smem_limit=device_smem_limit(named_args["ZC_ptr"].device),
+    )
+
+
 def prune_backward(configs, named_args, **kwargs):
     """early_config_prune for the backward kernel: keep the configs that fit the device's shared
     memory."""
     return _prune(configs, named_args, "backward", **kwargs)
+
+
+def split_masks(cc: int | None, elem_bytes: int, dot_precision: str, block_d: int) -> bool:
+    """SPLIT_MASKS: walk the tiles without a self/positive column in a loop free of masks (and the
+    others in a second, masked loop) or every tile in one masked loop.
+
+    The split schedule removes the mask compares from the hot loop but keeps two loop bodies' values
+    live; where registers are already tight it spills (measured by `fastclr bench static`: sm_80/86/89
+    at BLOCK_D = 256, and fp32 tf32x3, which holds hi/lo operand pairs), so those take one loop.
+    cc: the GPU's compute capability as major·10 + minor (None under the interpreter: split).
+    """
+    if elem_bytes >= 4 and dot_precision == "tf32x3":
+        return False
+    return cc is None or cc >= 90 or block_d <= 128
+
+
+# The column-split schedule: enough programs per row block that the grid holds about this many CTAs
+# per SM (co-resident CTAs hide each other's tensor-core waits), each split walking at least
+# MIN_SPLIT_COLUMNS columns, at most MAX_COLUMN_SPLITS splits (the backward's partial gradients cost
+# splits·M·D fp32).
+TARGET_CTAS_PER_SM = 2
+MIN_SPLIT_COLUMNS = 512
+MAX_COLUMN_SPLITS = 4
+SPLIT_ROW_BLOCK = 64  # the row block the split count assumes (the autotuner's most common pick)
+
+
+def column_splits(rows: int, cols: int, sms: int | None) -> int:
+    """Programs sharing each row block's column tiles for an [rows] x [cols] launch on `sms`
+    multiprocessors (None: no GPU, one program per row block). Depends only on the problem size and
+    the GPU, so the partial outputs are allocated before the autotuner picks a config."""
+    if sms is None or rows == 0:
+        return 1
+    row_blocks = -(-rows // SPLIT_ROW_BLOCK)
+    wanted = -(-TARGET_CTAS_PER_SM * sms // row_blocks)
+    return max(1, min(wanted, cols // MIN_SPLIT_COLUMNS, MAX_COLUMN_SPLITS))

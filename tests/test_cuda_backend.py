@@ -85,10 +85,12 @@ def test_extension_builds_and_rejects_bad_inputs_before_touching_cuda() -> None:
         with pytest.raises(error, match=message):
             ext.forward_rows(*args)
     backward_cases = [
-        ((zr, zc, ids, lse_c, g_c, 2.0), ValueError, "zr must be a CUDA tensor"),
-        ((zr, zc, ids, lse_c[:5], g_c, 2.0), ValueError, "lse_c must have shape"),
-        ((zr, zc, ids, lse_c, g_c.double(), 2.0), TypeError, "g_c must be float32"),
-        ((zr, zc, ids.int(), lse_c, g_c, 2.0), TypeError, "row_ids must be int64"),
+        ((zr, zc, ids, lse_c, lse_c, g_c, 2.0), ValueError, "zr must be a CUDA tensor"),
+        ((zr, zc, ids, lse_c[:5], lse_c, g_c, 2.0), ValueError, "lse_c must have shape"),
+        ((zr, zc, ids, lse_c, lse_c[:5], g_c, 2.0), ValueError, "lse_neg_c must have shape"),
+        ((zr, zc, ids, lse_c, lse_c.double(), g_c, 2.0), TypeError, "lse_neg_c must be float32"),
+        ((zr, zc, ids, lse_c, lse_c, g_c.double(), 2.0), TypeError, "g_c must be float32"),
+        ((zr, zc, ids.int(), lse_c, lse_c, g_c, 2.0), TypeError, "row_ids must be int64"),
     ]
     for args, error, message in backward_cases:
         with pytest.raises(error, match=message):
@@ -96,7 +98,7 @@ def test_extension_builds_and_rejects_bad_inputs_before_touching_cuda() -> None:
     with pytest.raises(ValueError, match="zr must be a CUDA tensor"):
         cuda_backend.forward_rows(zr, zc, ids, 2.0)
     with pytest.raises(ValueError, match="zr must be a CUDA tensor"):
-        cuda_backend.backward_rows(zr, zc, ids, lse_c, g_c, 2.0)
+        cuda_backend.backward_rows(zr, zc, ids, lse_c, lse_c, g_c, 2.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,12 +148,12 @@ def shape_id(shape: tuple) -> str:
 
 
 def _forward_check(zr, zc, row_ids, inv_temp, dtype) -> None:
-    lse, pos = cuda_backend.forward_rows(zr, zc, row_ids, inv_temp)
-    exp_lse, exp_pos = chunked.forward_rows(zr.double(), zc.double(), row_ids, inv_temp)
-    assert lse.dtype == pos.dtype == torch.float32
+    ours = cuda_backend.forward_rows(zr, zc, row_ids, inv_temp)
+    exact = chunked.forward_rows(zr.double(), zc.double(), row_ids, inv_temp)
     atol = FORWARD_ATOL[dtype] * inv_temp
-    torch.testing.assert_close(lse.double(), exp_lse, atol=atol, rtol=0)
-    torch.testing.assert_close(pos.double(), exp_pos, atol=atol, rtol=0)
+    for got, want in zip(ours, exact, strict=True):  # lse, pos_logit, lse_neg (-inf at N = 1)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), want, atol=atol, rtol=0)
 
 
 @pytest.mark.gpu
@@ -172,16 +174,24 @@ def test_backward_matches_float64(cuda, shape, dtype, upstream) -> None:
     inv_temp = 1.0 / TEMPERATURES[(n + 2 * d) % len(TEMPERATURES)]
     zr, zc, row_ids = make_rows(n, d, m, dtype, cuda)
     all_ids = torch.arange(2 * n, device=cuda)
-    lse_c = chunked.forward_rows(zc.double(), zc.double(), all_ids, inv_temp)[0].float()
+    lse_c, _, lse_neg_c = (
+        t.float() for t in chunked.forward_rows(zc.double(), zc.double(), all_ids, inv_temp)
+    )
     # "mean" is what training sends: g = 1/C, where fp16 weights would underflow without scaling.
     g_c = (
         torch.randn(2 * n, device=cuda)
         if upstream == "random"
         else torch.full((2 * n,), 1.0 / (2 * n), device=cuda)
     )
-    grad = cuda_backend.backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp)
+    grad = cuda_backend.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp)
     expected = chunked.backward_rows(
-        zr.double(), zc.double(), row_ids, lse_c.double(), g_c.double(), inv_temp
+        zr.double(),
+        zc.double(),
+        row_ids,
+        lse_c.double(),
+        lse_neg_c.double(),
+        g_c.double(),
+        inv_temp,
     )
     assert grad.dtype == torch.float32 and grad.shape == zr.shape
     atol = BACKWARD_RTOL[dtype] * expected.abs().max().item()
@@ -195,14 +205,16 @@ def test_poisoned_outputs_are_fully_written(cuda, dtype) -> None:
     ext = cuda_backend.load_extension()
     zr, zc, row_ids = make_rows(77, 70, 99, dtype, cuda)
     lse_c, g_c = torch.rand(154, device=cuda) + 3.0, torch.randn(154, device=cuda)
-    lse, pos = ext.forward_rows(zr, zc, row_ids, 4.0)
-    lse_out = torch.full_like(lse, math.nan)
-    pos_out = torch.full_like(pos, math.nan)
-    ext.forward_rows(zr, zc, row_ids, 4.0, lse=lse_out, pos_logit=pos_out)
-    assert torch.equal(lse_out, lse) and torch.equal(pos_out, pos)
-    grad = ext.backward_rows(zr, zc, row_ids, lse_c, g_c, 4.0)
+    lse_neg_c = lse_c - torch.rand(154, device=cuda)
+    outs = ext.forward_rows(zr, zc, row_ids, 4.0)
+    poisoned = [torch.full_like(t, math.nan) for t in outs]
+    ext.forward_rows(
+        zr, zc, row_ids, 4.0, lse=poisoned[0], pos_logit=poisoned[1], lse_neg=poisoned[2]
+    )
+    assert all(torch.equal(got, want) for got, want in zip(poisoned, outs, strict=True))
+    grad = ext.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, 4.0)
     grad_out = torch.full_like(grad, math.nan)
-    ext.backward_rows(zr, zc, row_ids, lse_c, g_c, 4.0, grad=grad_out)
+    ext.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, 4.0, grad=grad_out)
     assert torch.isfinite(grad_out).all() and torch.equal(grad_out, grad)
 
 
@@ -210,13 +222,12 @@ def test_poisoned_outputs_are_fully_written(cuda, dtype) -> None:
 def test_out_of_range_row_ids_give_nan_rows_not_a_crash(cuda) -> None:
     zr, zc, row_ids = make_rows(40, 16, 5, torch.float32, cuda)
     row_ids[1], row_ids[3] = 80, -1  # C = 80
-    lse, pos = cuda_backend.forward_rows(zr, zc, row_ids, 2.0)
-    grad = cuda_backend.backward_rows(
-        zr, zc, row_ids, torch.ones(80, device=cuda), torch.ones(80, device=cuda), 2.0
-    )
+    lse, pos, lse_neg = cuda_backend.forward_rows(zr, zc, row_ids, 2.0)
+    ones = torch.ones(80, device=cuda)
+    grad = cuda_backend.backward_rows(zr, zc, row_ids, ones, ones - 0.5, ones, 2.0)
     torch.cuda.synchronize()
     bad = torch.tensor([False, True, False, True, False], device=cuda)
-    for out in (lse, pos, grad):
+    for out in (lse, pos, lse_neg, grad):
         assert torch.isnan(out[bad]).all() and torch.isfinite(out[~bad]).all()
 
 
@@ -236,6 +247,59 @@ def test_wrapper_accepts_non_contiguous_inputs(cuda) -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_unaligned_rows_take_the_element_wise_path_with_the_same_results(cuda, dtype) -> None:
+    # D = 128 rows are 16-byte aligned (cp.async path) unless the storage starts mid-vector: one
+    # element in, the host must pick the element-wise loads; both must agree with float64.
+    zr, zc, row_ids = make_rows(70, 128, 90, dtype, cuda)
+    shifted = torch.empty(zc.numel() + 1, dtype=dtype, device=cuda)[1:].view_as(zc)
+    shifted.copy_(zc)
+    assert shifted.data_ptr() % 16 != 0
+    _forward_check(zc[row_ids], shifted, row_ids, 10.0, dtype)
+    _forward_check(zr, zc, row_ids, 10.0, dtype)
+    zc64 = zc.double().cpu()
+    lse, _, lse_neg = chunked.forward_rows(zc64, zc64, torch.arange(140), 10.0)
+    g = torch.rand(140, dtype=torch.float64)
+    args = (lse.float().to(cuda), lse_neg.float().to(cuda), g.float().to(cuda), 10.0)
+    aligned = cuda_backend.backward_rows(zr, zc, row_ids, *args)
+    unaligned = cuda_backend.backward_rows(zr, shifted, row_ids, *args)
+    torch.testing.assert_close(unaligned, aligned, atol=1e-6 * aligned.abs().max().item(), rtol=0)
+
+
+def test_static_tool_counts_16_byte_global_loads() -> None:
+    from fastclr.bench.static import cuda_ext, sass
+
+    text = "\n".join(
+        f"        /*{16 * i:04x}*/                   {op} R0, [R2.64] ;"
+        for i, op in enumerate(
+            ["LDGSTS.E.BYPASS.128", "LDG.E.128", "LDG.E.U16", "LDG.E", "LDG.E.64", "LDGDEPBAR"]
+        )
+    )
+    instructions, _ = sass.parse(text)
+    assert cuda_ext.global_loads(instructions) == {"16-byte": 2, "narrower": 3}
+    assert cuda_ext.global_loads(instructions, 0x10, 0x20) == {"16-byte": 1, "narrower": 1}
+
+
+def test_static_tool_sets_the_cuda_estimate_beside_the_reference() -> None:
+    from fastclr.bench.static.render import cuda_estimate_lines
+
+    def row(kernel: str, serialized: float) -> dict:
+        estimate = {"overlapped_us": serialized / 2, "serialized_us": serialized}
+        return {"cc": 90, "variant": "16-byte", "dtype": "bf16", "kernel": kernel,
+                "estimate_at_least": {"H100 SXM": estimate}}  # fmt: skip
+
+    def verdict(forward: float, backward: float) -> str:
+        document = {"cuda": [row("forward", forward), row("backward", backward)]}
+        lines = cuda_estimate_lines(document, 8192, 128, (750.0, 900.0))
+        assert "ESTIMATE" in lines[0] and lines[-1].startswith("| bf16 |")
+        return lines[-1].split("|")[-2].strip()
+
+    assert verdict(100.0, 200.0) == "lower bound below"
+    assert verdict(300.0, 500.0) == "overlaps"
+    assert verdict(400.0, 600.0) == "no"
+
+
+@pytest.mark.gpu
 def test_extension_validates_cuda_inputs(cuda) -> None:
     ext = cuda_backend.load_extension()
     zr, zc, row_ids = make_rows(8, 16, None, torch.float32, cuda)
@@ -249,7 +313,9 @@ def test_extension_validates_cuda_inputs(cuda) -> None:
         ext.forward_rows(zr, zc, row_ids, 2.0, lse=torch.empty(16, device=cuda).double())
     with pytest.raises(ValueError, match="grad must have shape"):
         lse_c = torch.zeros(16, device=cuda)
-        ext.backward_rows(zr, zc, row_ids, lse_c, lse_c, 2.0, grad=torch.empty(16, device=cuda))
+        ext.backward_rows(
+            zr, zc, row_ids, lse_c, lse_c, lse_c, 2.0, grad=torch.empty(16, device=cuda)
+        )
 
 
 @pytest.mark.gpu
@@ -260,11 +326,11 @@ def test_memory_stays_far_below_a_c_by_c_matrix(cuda) -> None:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats(cuda)
     before = torch.cuda.memory_allocated(cuda)
-    lse, pos = cuda_backend.forward_rows(zr, zc, row_ids, 10.0)
-    grad = cuda_backend.backward_rows(zr, zc, row_ids, lse, g_c, 10.0)
+    lse, pos, lse_neg = cuda_backend.forward_rows(zr, zc, row_ids, 10.0)
+    grad = cuda_backend.backward_rows(zr, zc, row_ids, lse, lse_neg, g_c, 10.0)
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated(cuda) - before
-    assert extra <= 2 * grad.numel() * 4 + 4 * c * 4, extra  # outputs only; C x C fp32 is 1 GiB
+    assert extra <= 2 * grad.numel() * 4 + 6 * c * 4, extra  # outputs only; C x C fp32 is 1 GiB
     assert torch.isfinite(grad).all() and torch.isfinite(lse - pos).all()
 
 
@@ -321,7 +387,9 @@ def test_agrees_with_triton_backend(cuda, shape, dtype) -> None:
         pytest.skip(f"triton backend not usable: {reason}")
     n, d, m = shape
     zr, zc, row_ids = make_rows(n, d, m, dtype, cuda)
-    lse_c = chunked.forward_rows(zc, zc, torch.arange(2 * n, device=cuda), 5.0)[0].float()
+    lse_c, _, lse_neg_c = (
+        t.float() for t in chunked.forward_rows(zc, zc, torch.arange(2 * n, device=cuda), 5.0)
+    )
     g_c = torch.randn(2 * n, device=cuda)
     for ours, theirs in zip(
         cuda_backend.forward_rows(zr, zc, row_ids, 5.0),
@@ -329,8 +397,8 @@ def test_agrees_with_triton_backend(cuda, shape, dtype) -> None:
         strict=True,
     ):
         torch.testing.assert_close(ours, theirs.float(), atol=2 * FORWARD_ATOL[dtype] * 5, rtol=0)
-    ours = cuda_backend.backward_rows(zr, zc, row_ids, lse_c, g_c, 5.0)
-    theirs = triton_backend.backward_rows(zr, zc, row_ids, lse_c, g_c, 5.0).float()
+    ours = cuda_backend.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, 5.0)
+    theirs = triton_backend.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, 5.0).float()
     atol = 2 * BACKWARD_RTOL[dtype] * theirs.abs().max().item()
     atol += 2 * BACKWARD_FLOOR * 5.0 * g_c.abs().max().item()
     torch.testing.assert_close(ours, theirs, atol=atol, rtol=0)

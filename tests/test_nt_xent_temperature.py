@@ -180,10 +180,11 @@ class StandInExtension:
         self.calls.append("forward_rows")
         return [t.float() for t in chunked.forward_rows(zr, zc, row_ids, inv_temp)]
 
-    def backward_rows(self, zr, zc, row_ids, lse_c, g_c, inv_temp):
-        assert type(inv_temp) is float and lse_c.dtype == g_c.dtype == torch.float32
+    def backward_rows(self, zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp):
+        assert type(inv_temp) is float
+        assert lse_c.dtype == lse_neg_c.dtype == g_c.dtype == torch.float32
         self.calls.append("backward_rows")
-        return chunked.backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp).float()
+        return chunked.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp).float()
 
 
 def test_cuda_backend_python_path_with_a_stand_in_extension(monkeypatch) -> None:

@@ -60,28 +60,27 @@ def exact_primitives(zr, zc, row_ids, inv_temp, g_c):
     on their device and returned on the CPU."""
     zr64, zc64 = zr.double(), zc.double()
     all_ids = torch.arange(zc.shape[0], device=zc.device)
-    lse_all, _ = chunked.forward_rows(zc64, zc64, all_ids, inv_temp)
-    lse, pos_logit = chunked.forward_rows(zr64, zc64, row_ids, inv_temp)
-    grad = chunked.backward_rows(zr64, zc64, row_ids, lse_all, g_c.double(), inv_temp)
-    return lse_all.cpu(), lse.cpu(), pos_logit.cpu(), grad.cpu()
+    lse_all, _, lse_neg_all = chunked.forward_rows(zc64, zc64, all_ids, inv_temp)
+    rows = chunked.forward_rows(zr64, zc64, row_ids, inv_temp)
+    grad = chunked.backward_rows(zr64, zc64, row_ids, lse_all, lse_neg_all, g_c.double(), inv_temp)
+    return (lse_all.cpu(), lse_neg_all.cpu()), tuple(t.cpu() for t in rows), grad.cpu()
 
 
 def assert_primitives_match(zr, zc, row_ids, inv_temp, dtype):
     num_cols = zc.shape[0]
     g_c = torch.randn(num_cols, device=zc.device)
-    lse_all, lse_exact, pos_exact, grad_exact = exact_primitives(zr, zc, row_ids, inv_temp, g_c)
+    lse_all, rows_exact, grad_exact = exact_primitives(zr, zc, row_ids, inv_temp, g_c)
 
-    lse, pos_logit = triton_backend.forward_rows(zr, zc, row_ids, inv_temp)
-    assert lse.dtype == pos_logit.dtype == torch.float32
-    assert lse.shape == pos_logit.shape == (zr.shape[0],)
-    # lse and the positive logit are fp32 sums of exact products: fp32-accurate for every dtype.
+    rows = triton_backend.forward_rows(zr, zc, row_ids, inv_temp)
+    # lse, the positive logit and lse_neg (-inf at N = 1) are fp32 sums of exact products:
+    # fp32-accurate for every dtype.
     tol = dict(atol=2e-6 * inv_temp, rtol=2e-6)
-    torch.testing.assert_close(lse.cpu().double(), lse_exact, **tol)
-    torch.testing.assert_close(pos_logit.cpu().double(), pos_exact, **tol)
+    for got, want in zip(rows, rows_exact, strict=True):
+        assert got.dtype == torch.float32 and got.shape == (zr.shape[0],)
+        torch.testing.assert_close(got.cpu().double(), want, **tol)
 
-    grad = triton_backend.backward_rows(
-        zr, zc, row_ids, lse_all.float().to(zc.device), g_c, inv_temp
-    )
+    lse_c, lse_neg_c = (t.float().to(zc.device) for t in lse_all)
+    grad = triton_backend.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp)
     assert grad.dtype == torch.float32 and grad.shape == zr.shape
     assert torch.isfinite(grad).all()
     scale = grad_exact.abs().max().item()
@@ -133,8 +132,9 @@ def test_fp16_weights_keep_their_precision(loss_weight: float) -> None:
     z = unit_rows(2 * n, d, torch.float16)
     row_ids = torch.arange(2 * n, device=DEVICE)
     g_c = torch.full((2 * n,), loss_weight / (2 * n), device=DEVICE)
-    lse_all, _, _, grad_exact = exact_primitives(z, z, row_ids, 2.0, g_c)
-    grad = triton_backend.backward_rows(z, z, row_ids, lse_all.float().to(DEVICE), g_c, 2.0)
+    lse_all, _, grad_exact = exact_primitives(z, z, row_ids, 2.0, g_c)
+    lse_c, lse_neg_c = (t.float().to(DEVICE) for t in lse_all)
+    grad = triton_backend.backward_rows(z, z, row_ids, lse_c, lse_neg_c, g_c, 2.0)
     error = (grad.cpu().double() - grad_exact).abs().max().item()
     assert error <= GRAD_RTOL[torch.float16] * grad_exact.abs().max().item()
 
@@ -147,8 +147,9 @@ def test_fp16_tiny_upstream_gradient_stays_finite() -> None:
     z = unit_rows(2 * n, d, torch.float16)
     row_ids = torch.arange(2 * n, device=DEVICE)
     g_c = torch.rand(2 * n, device=DEVICE) * 1e-35 + 1e-36
-    lse_all, _, _, grad_exact = exact_primitives(z, z, row_ids, 2.0, g_c)
-    grad = triton_backend.backward_rows(z, z, row_ids, lse_all.float().to(DEVICE), g_c, 2.0)
+    lse_all, _, grad_exact = exact_primitives(z, z, row_ids, 2.0, g_c)
+    lse_c, lse_neg_c = (t.float().to(DEVICE) for t in lse_all)
+    grad = triton_backend.backward_rows(z, z, row_ids, lse_c, lse_neg_c, g_c, 2.0)
     assert torch.isfinite(grad).all(), "NaN/inf gradient for a tiny upstream gradient"
     error = (grad.cpu().double() - grad_exact).abs().max().item()
     assert error <= 0.05 * grad_exact.abs().max().item()
@@ -241,7 +242,11 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(TypeError, match="chunked"):
         triton_backend.forward_rows(z.double(), z.double(), ids, 2.0)
     with pytest.raises(ValueError, match="g_c"):
-        triton_backend.backward_rows(z, z, ids, torch.zeros(6, device=DEVICE), ids[:3].float(), 2.0)
+        lse_c = torch.zeros(6, device=DEVICE)
+        triton_backend.backward_rows(z, z, ids, lse_c, lse_c, ids[:3].float(), 2.0)
+    with pytest.raises(ValueError, match="lse_neg_c"):
+        lse_c = torch.zeros(6, device=DEVICE)
+        triton_backend.backward_rows(z, z, ids, lse_c, lse_c[:3], lse_c, 2.0)
 
 
 # --- GPU only: compiled kernels, every dtype, large and odd sizes, memory ------------------------
@@ -298,8 +303,8 @@ def test_gpu_peak_memory_has_no_quadratic_term(dtype: torch.dtype) -> None:
     row_ids = torch.arange(2 * n, device="cuda")
     g_c = torch.full((2 * n,), 1.0 / (2 * n), device="cuda")
     # Warm-up: compile and autotune first (the autotuner's benchmark allocates an L2-flush buffer).
-    lse, _ = triton_backend.forward_rows(z, z, row_ids, 10.0)
-    triton_backend.backward_rows(z, z, row_ids, lse, g_c, 10.0)
+    lse, _, lse_neg = triton_backend.forward_rows(z, z, row_ids, 10.0)
+    triton_backend.backward_rows(z, z, row_ids, lse, lse_neg, g_c, 10.0)
     torch.cuda.synchronize()
     for run in ("forward", "backward"):
         torch.cuda.reset_peak_memory_stats()
@@ -307,10 +312,10 @@ def test_gpu_peak_memory_has_no_quadratic_term(dtype: torch.dtype) -> None:
         if run == "forward":
             out = triton_backend.forward_rows(z, z, row_ids, 10.0)
         else:
-            out = triton_backend.backward_rows(z, z, row_ids, lse, g_c, 10.0)
+            out = triton_backend.backward_rows(z, z, row_ids, lse, lse_neg, g_c, 10.0)
         torch.cuda.synchronize()
         extra = torch.cuda.max_memory_allocated() - before
-        outputs = 2 * n * d * 4 + 4 * 2 * n * 4  # the fp32 gradient plus a few [C] vectors
+        outputs = 2 * n * d * 4 + 5 * 2 * n * 4  # the fp32 gradient plus a few [C] vectors
         assert extra <= outputs + 2**20, (run, extra)
         assert extra < (2 * n) ** 2 // 64
         del out

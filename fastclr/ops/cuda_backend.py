@@ -3,7 +3,10 @@
 Implements the contract of fastclr/ops/chunked.py (`forward_rows`, `backward_rows`) with kernels
 that never allocate a C x C tensor: extra memory is the [M] / [M, D] fp32 outputs plus shared
 memory. fp16/bf16 tile products run on tensor cores (WMMA, fp32 accumulation), fp32 on CUDA-core
-FMAs (no tf32). Needs compute capability 8.0+.
+FMAs (no tf32). Tiles reach shared memory through a double-buffered pipeline of 16-byte cp.async
+copies when every row of zr and zc starts 16-byte aligned (D % 8 == 0 for fp16/bf16, D % 4 == 0 for
+fp32, aligned storage), else element-wise loads; the extension picks per call. Needs compute
+capability 8.0+.
 
 The extension is found in this order: the ahead-of-time module `fastclr._C_nt_xent` (built by
 `FASTCLR_BUILD_CUDA=1 pip install --no-build-isolation .`), else a JIT build with ninja of csrc/
@@ -149,8 +152,10 @@ def availability(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
-def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tuple[Tensor, Tensor]:
-    """Per-row masked log-sum-exp and positive logit (contract: chunked.forward_rows).
+def forward_rows(
+    zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row masked log-sum-exps and positive logit (contract: chunked.forward_rows).
 
     Args:
         zr: [M, D] normalized rows, fp32/fp16/bf16 on a CUDA device.
@@ -159,7 +164,8 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
         inv_temp: 1 / temperature.
 
     Returns:
-        lse [M] fp32 (self column excluded) and pos_logit [M] fp32.
+        lse [M] fp32 (self column excluded), pos_logit [M] fp32 and lse_neg [M] fp32 (self and
+        positive columns excluded).
     """
     return load_extension().forward_rows(
         zr.contiguous(), zc.contiguous(), row_ids.contiguous(), float(inv_temp)
@@ -167,13 +173,20 @@ def forward_rows(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float) -> tu
 
 
 def backward_rows(
-    zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c: Tensor, g_c: Tensor, inv_temp: float
+    zr: Tensor,
+    zc: Tensor,
+    row_ids: Tensor,
+    lse_c: Tensor,
+    lse_neg_c: Tensor,
+    g_c: Tensor,
+    inv_temp: float,
 ) -> Tensor:
     """Gradient of sum_j g_j loss_j with respect to zr (contract: chunked.backward_rows).
 
     Args:
         zr, zc, row_ids, inv_temp: as in forward_rows.
         lse_c: [C] fp32 log-sum-exp of every global row.
+        lse_neg_c: [C] fp32 its negatives-only log-sum-exp.
         g_c: [C] fp32 upstream gradient of every global row's loss.
 
     Returns:
@@ -184,6 +197,7 @@ def backward_rows(
         zc.contiguous(),
         row_ids.contiguous(),
         lse_c.float().contiguous(),
+        lse_neg_c.float().contiguous(),
         g_c.float().contiguous(),
         float(inv_temp),
     )

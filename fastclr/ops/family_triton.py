@@ -20,8 +20,8 @@ from fastclr.ops.family import AnchorStats
 from fastclr.ops.triton_backend import (
     SHARED_EXP_MAX_INV_TEMP,
     SUPPORTED_DTYPES,
-    _device_guard,
-    _dot_precision,
+    device_guard,
+    dot_precision,
 )
 
 
@@ -80,7 +80,7 @@ def _common(zr: Tensor, zc: Tensor, row_ids: Tensor | None, queue: Tensor | None
             "SINGLE_D": single_d,
             "HAS_SELF": row_ids is not None,
             "HAS_QUEUE": queue is not None and queue.shape[0] > 0,
-            "DOT_PRECISION": _dot_precision(zc_k.dtype),
+            "DOT_PRECISION": dot_precision(zc_k.dtype),
         },
     }
 
@@ -128,7 +128,7 @@ def family_forward_rows(
     def grid(meta):
         return (triton.cdiv(num_rows, meta["BLOCK_M"]),)
 
-    with _device_guard(zr.device):
+    with device_guard(zr.device):
         family_forward_kernel[grid](
             zr_k,
             zc_k,
@@ -213,7 +213,7 @@ def family_backward_rows(
     def grid(meta):
         return (triton.cdiv(num_rows, meta["BLOCK_M"]), triton.cdiv(num_features, block_d))
 
-    with _device_guard(zr.device):
+    with device_guard(zr.device):
         family_backward_kernel[grid](
             zr_k,
             zc_k,

@@ -1,9 +1,11 @@
 """The one torch.autograd.Function behind every memory-efficient backend.
 
 A backend supplies two primitives (see fastclr/ops/chunked.py for their contract): `forward_rows`
-(per-row log-sum-exp and positive logit) and `backward_rows` (the gradient of the normalized rows,
-recomputing similarity tiles from the saved log-sum-exp). This Function saves only the normalized
-rows [C, D] and the [C] log-sum-exp: never a C x C tensor. The registered backends reach it as
+(per-row log-sum-exp, positive logit and negatives-only log-sum-exp) and `backward_rows` (the
+gradient of the normalized rows, recomputing similarity tiles from the saved log-sum-exps). This
+Function saves only the normalized rows [C, D] and the two [C] log-sum-exps: never a C x C tensor.
+The loss is softplus(lse_neg - pos_logit) (chunked.loss_terms), accurate where lse - pos_logit would
+cancel. The registered backends reach it as
 torch.library custom ops (fastclr/ops/primitives.py), so torch.compile and torch.func see opaque ops.
 
 Normalization stays outside the Function, in plain autograd (F.normalize in fp32), so every backend
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastclr.errors import UsageError
+from fastclr.ops.chunked import loss_terms
 
 
 class Primitives(Protocol):
@@ -36,10 +39,17 @@ class Primitives(Protocol):
 
     def forward_rows(
         self, zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float
-    ) -> tuple[Tensor, Tensor]: ...
+    ) -> tuple[Tensor, Tensor, Tensor]: ...
 
     def backward_rows(
-        self, zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c: Tensor, g_c: Tensor, inv_temp: float
+        self,
+        zr: Tensor,
+        zc: Tensor,
+        row_ids: Tensor,
+        lse_c: Tensor,
+        lse_neg_c: Tensor,
+        g_c: Tensor,
+        inv_temp: float,
     ) -> Tensor: ...
 
 
@@ -59,8 +69,10 @@ class BackwardRows(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(zr, zc, row_ids, lse_c, g_c, inv_temp: float, backend: Primitives) -> Tensor:
-        return backend.backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp)
+    def forward(
+        zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp: float, backend: Primitives
+    ) -> Tensor:
+        return backend.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -85,9 +97,10 @@ def temperature_grad(z_hat: Tensor, grad: Tensor, inv_temp: float, temperature: 
 
 
 class NTXentRows(torch.autograd.Function):
-    """Per-row NT-Xent losses of already-normalized rows: z_hat [C, D] -> ([C] losses, [C] lse).
+    """Per-row NT-Xent losses of already-normalized rows: z_hat [C, D] -> ([C] losses, [C] lse,
+    [C] lse_neg).
 
-    The lse output is saved for backward and gets no gradient. `temperature` is None, or the 0-dim
+    The two log-sum-exp outputs are saved for backward and get no gradient. `temperature` is None, or the 0-dim
     tensor tau (value 1 / inv_temp) that receives dL/dtau.
     """
 
@@ -96,25 +109,24 @@ class NTXentRows(torch.autograd.Function):
     @staticmethod
     def forward(
         z_hat: Tensor, temperature: Tensor | None, inv_temp: float, backend: Primitives
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         row_ids = torch.arange(z_hat.shape[0], device=z_hat.device)
-        lse, pos_logit = backend.forward_rows(z_hat, z_hat, row_ids, inv_temp)
-        return lse - pos_logit, lse
+        lse, pos_logit, lse_neg = backend.forward_rows(z_hat, z_hat, row_ids, inv_temp)
+        return loss_terms(lse_neg, pos_logit), lse, lse_neg
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         z_hat, temperature, inv_temp, backend = inputs
-        ctx.save_for_backward(z_hat, output[1], temperature)
+        ctx.save_for_backward(z_hat, output[1], output[2], temperature)
         ctx.inv_temp, ctx.backend = inv_temp, backend
-        ctx.mark_non_differentiable(output[1])
+        ctx.mark_non_differentiable(output[1], output[2])
 
     @staticmethod
-    def backward(ctx, grad_rows: Tensor, _grad_lse: Tensor):
-        z_hat, lse, temperature = ctx.saved_tensors
+    def backward(ctx, grad_rows: Tensor, _grad_lse: Tensor, _grad_lse_neg: Tensor):
+        z_hat, lse, lse_neg, temperature = ctx.saved_tensors
         row_ids = torch.arange(z_hat.shape[0], device=z_hat.device)
-        grad = BackwardRows.apply(
-            z_hat, z_hat, row_ids, lse, grad_rows.to(lse.dtype), ctx.inv_temp, ctx.backend
-        )
+        g = grad_rows.to(lse.dtype)
+        grad = BackwardRows.apply(z_hat, z_hat, row_ids, lse, lse_neg, g, ctx.inv_temp, ctx.backend)
         grad_tau = None
         if ctx.needs_input_grad[1]:
             grad_tau = temperature_grad(z_hat, grad, ctx.inv_temp, temperature)
@@ -147,7 +159,7 @@ def nt_xent_rows(
         backend: the primitives (see Primitives).
         temperature_tensor: the 0-dim tensor holding tau when it requires grad (it gets dL/dtau).
     """
-    rows, _ = NTXentRows.apply(
+    rows, _, _ = NTXentRows.apply(
         normalized_rows(z1, z2), temperature_tensor, 1.0 / temperature, backend
     )
     return rows

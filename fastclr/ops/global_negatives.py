@@ -8,27 +8,30 @@ order of the single-device contract:
     global ids of rank r's rows:  r·n + arange(n)  (z1)   and   n·W + r·n + arange(n)  (z2)
 
 Forward, on each rank: normalize the local rows (plain autograd, fp32), all_gather the normalized rows
-(no autograd through the gather), forward_rows(local rows, all C columns) -> local lse and positive
-logit, loss_i = lse_i − pos_logit_i. The local lse is all_gathered and saved (with each rank's loss sum
-appended, so the global mean needs no extra collective).
+(no autograd through the gather), forward_rows(local rows, all C columns) -> local lse, positive logit
+and negatives-only lse_neg, loss_i = softplus(lse_neg_i − pos_logit_i) (= lse_i − pos_logit_i without
+its cancellation, see fastclr/ops/chunked.py). The local lse and lse_neg are all_gathered in one
+collective and saved (with each rank's loss sum appended, so the global mean needs no extra one).
 
 Backward: with g the upstream gradient of every row's loss, the gradient of Σ_j g_j·loss_j (j over ALL
 C rows, whichever rank owns them) with respect to a local normalized row i is
 
-    dẑ_i = (1/τ) [ Σ_{k≠i} (g_i P_ik + g_k P_ki) ẑ_k − (g_i + g_pos(i)) ẑ_pos(i) ],  P_ik = exp(s_ik − lse_i)
+    dẑ_i = (1/τ) [ Σ_{k≠i,pos(i)} (g_i P_ik + g_k P_ki) ẑ_k − (g_i Q_i + g_pos(i) Q_pos(i)) ẑ_pos(i) ]
+    P_ik = exp(s_ik − lse_i),   Q_i = 1 − P_i,pos(i) = exp(lse_neg_i − lse_i)
 
-summed over all C columns. It needs lse_k and g_k of every global row and nothing else from the other
-ranks: the g_k·P_ki term is exactly rank k's use of row i as a negative. So the backward all_gathers the
-[2n] local upstream gradients and calls backward_rows(local rows, all columns, lse_all, g_all). Columns
-need no gradient, and no [C, D] feature gradient is ever communicated.
+summed over all C columns. It needs lse_k, lse_neg_k and g_k of every global row and nothing else from
+the other ranks: the g_k·P_ki term is exactly rank k's use of row i as a negative, and Q_pos(i) is the
+positive's own row's (it may live on another rank). So the backward all_gathers the [2n] local
+upstream gradients and calls backward_rows(local rows, all columns, lse_all, lse_neg_all, g_all).
+Columns need no gradient, and no [C, D] feature gradient is ever communicated.
 
 Bytes each rank receives per step (b = bytes per feature element, 2 for bf16/fp16, 4 for fp32):
-    this scheme:   (W−1)·2n·D·b  (features, forward)  +  (W−1)·(2n+1)·4  (lse)  +  (W−1)·2n·4  (g)
-                  ≈ C·D·b + 8·C
+    this scheme:   (W−1)·2n·D·b  (features, forward)  +  (W−1)·(4n+1)·4  (lse, lse_neg)
+                  +  (W−1)·2n·4  (g)  ≈ C·D·b + 12·C
     gather features + gather their gradients (lightly, solo-learn, VISSL): the same C·D·b forward,
                   then the [C, D] feature gradient in backward: C·D·b with a reduce-scatter, ≈ 2·C·D·b
                   with the all_reduce those GatherLayers use.
-At C = 8192, D = 128, bf16: 2 MiB forward for both; backward 64 KiB here vs 2-4 MiB.
+At C = 8192, D = 128, bf16: 2 MiB forward for both (+ 64 KiB of lse here); backward 32 KiB here vs 2-4 MiB.
 
 Gradient convention (the one DDP needs). Each rank's autograd computes the gradient of the SUM over
 ranks of what the ranks differentiate; DDP then averages parameter gradients over the W ranks, so the
@@ -58,6 +61,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from fastclr.ops import primitives
+from fastclr.ops.chunked import loss_terms
 from fastclr.ops.function import BackwardRows, Primitives, normalized_rows, temperature_grad
 
 
@@ -138,24 +142,27 @@ class GlobalNTXentRows(torch.autograd.Function):
         n = z_local.shape[0] // 2
         columns = gather_rows(z_local.detach(), group)  # [C, D], C·D·b bytes on the wire
         row_ids = global_row_ids(n, rank, world, z_local.device)
-        lse, pos_logit = backend.forward_rows(z_local, columns, row_ids, inv_temp)
-        losses = lse - pos_logit
-        # One collective for the lse of every row and each rank's loss sum: [W, 2n + 1].
-        packed = torch.cat([lse, losses.sum().reshape(1)])
+        lse, pos_logit, lse_neg = backend.forward_rows(z_local, columns, row_ids, inv_temp)
+        losses = loss_terms(lse_neg, pos_logit)
+        # One collective for the lse and lse_neg of every row and each rank's loss sum: [W, 4n + 1].
+        packed = torch.cat([lse, lse_neg, losses.sum().reshape(1)])
         ranked = all_gather_stacked(packed, group)
-        lse_all = ranked[:, :-1].unflatten(1, (2, n)).transpose(0, 1).flatten()
+        lse_all, lse_neg_all = (
+            ranked[:, part : part + 2 * n].unflatten(1, (2, n)).transpose(0, 1).flatten()
+            for part in (0, 2 * n)
+        )
         total = ranked[:, -1].sum()
-        ctx.save_for_backward(z_local, columns, row_ids, lse_all, temperature)
+        ctx.save_for_backward(z_local, columns, row_ids, lse_all, lse_neg_all, temperature)
         ctx.inv_temp, ctx.backend, ctx.group = inv_temp, backend, group
         ctx.mark_non_differentiable(total)
         return losses, total
 
     @staticmethod
     def backward(ctx, grad_rows: Tensor, _grad_total: Tensor):
-        z_local, columns, row_ids, lse_all, temperature = ctx.saved_tensors
+        z_local, columns, row_ids, lse_all, lse_neg_all, temperature = ctx.saved_tensors
         g_all = gather_rows(grad_rows.to(lse_all.dtype), ctx.group)  # [C], 4·C bytes
         grad = BackwardRows.apply(
-            z_local, columns, row_ids, lse_all, g_all, ctx.inv_temp, ctx.backend
+            z_local, columns, row_ids, lse_all, lse_neg_all, g_all, ctx.inv_temp, ctx.backend
         )
         grad_tau = None
         if ctx.needs_input_grad[1]:
@@ -195,7 +202,7 @@ def nt_xent_global(
     single-process loss without one, or with a world size of 1.
 
     Communication per call: all_gather of the normalized rows (C·D elements in the inputs' dtype),
-    of the lse (+ loss sums, C + W fp32) and in backward of the upstream gradients (C fp32), plus a
+    of the lse and lse_neg (+ loss sums, 2·C + W fp32) and in backward of the upstream gradients (C fp32), plus a
     2·W int64 shape check. Memory: C·D + O(block·C); no C x C tensor.
     """
     world = distributed_world_size(group)

@@ -40,9 +40,9 @@ def nt_xent(
         reduction: "mean" (the paper's L), "sum", or "none" ([2N] per-row losses, cat(z1, z2) order).
         backend: "auto" (best usable: Triton/CUDA kernels for CUDA tensors, else "chunked"),
             "reference" (plain PyTorch, O(N^2) memory), "chunked" (PyTorch row blocks, O(N*D)),
-            "triton" or "cuda" (fused kernels, O(N*D)). With negatives or decoupled, "auto" and
-            "chunked" run the family spec (fastclr/ops/family.py); the other backends lack those
-            kernels and are refused by name.
+            "triton" or "cuda" (fused kernels, O(N*D)). With negatives or decoupled, "triton"
+            (and "auto" on CUDA) runs the family kernels, "chunked" (and "auto" on CPU) the family
+            spec (fastclr/ops/family.py); "cuda" and "reference" lack them and are refused by name.
         gather_distributed: use every rank's rows as negatives (torch.distributed); without a
             process group, or with a world size of 1, the single-process loss. With negatives,
             each rank's queue joins its own rows' denominators (pass the same queue on every

@@ -1,7 +1,9 @@
 """The registered backends' two primitives as torch.library custom ops, opaque to the compiler.
 
-    fastclr::nt_xent_forward_rows(zr, zc, row_ids, inv_temp, backend) -> (lse [M], pos_logit [M])
-    fastclr::nt_xent_backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp, backend) -> grad [M, D]
+    fastclr::nt_xent_forward_rows(zr, zc, row_ids, inv_temp, backend)
+        -> (lse [M], pos_logit [M], lse_neg [M])
+    fastclr::nt_xent_backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp, backend)
+        -> grad [M, D]
 
 with the contract of fastclr/ops/chunked.py; `backend` names a module of the registry
 (fastclr/ops/backends.py). torch.compile (dynamo, aot_autograd, inductor) sees each as one op whose
@@ -25,14 +27,14 @@ from fastclr.ops.chunked import accumulate_dtype
 @torch.library.custom_op("fastclr::nt_xent_forward_rows", mutates_args=())
 def forward_rows_op(
     zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float, backend: str
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     return backends.BACKENDS[backend].load().forward_rows(zr, zc, row_ids, inv_temp)
 
 
 @forward_rows_op.register_fake
 def _(zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float, backend: str):
     acc = accumulate_dtype(zc.dtype)
-    return zr.new_empty(zr.shape[0], dtype=acc), zr.new_empty(zr.shape[0], dtype=acc)
+    return tuple(zr.new_empty(zr.shape[0], dtype=acc) for _ in range(3))
 
 
 @torch.library.custom_op("fastclr::nt_xent_backward_rows", mutates_args=())
@@ -41,15 +43,17 @@ def backward_rows_op(
     zc: Tensor,
     row_ids: Tensor,
     lse_c: Tensor,
+    lse_neg_c: Tensor,
     g_c: Tensor,
     inv_temp: float,
     backend: str,
 ) -> Tensor:
-    return backends.BACKENDS[backend].load().backward_rows(zr, zc, row_ids, lse_c, g_c, inv_temp)
+    module = backends.BACKENDS[backend].load()
+    return module.backward_rows(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp)
 
 
 @backward_rows_op.register_fake
-def _(zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c, g_c, inv_temp: float, backend: str):
+def _(zr: Tensor, zc: Tensor, row_ids: Tensor, lse_c, lse_neg_c, g_c, inv_temp, backend: str):
     return zr.new_empty(zr.shape, dtype=accumulate_dtype(zc.dtype))
 
 
@@ -83,8 +87,8 @@ class NamedPrimitives:
     def forward_rows(self, zr: Tensor, zc: Tensor, row_ids: Tensor, inv_temp: float):
         return forward_rows_op(zr, zc, row_ids, inv_temp, self.name)
 
-    def backward_rows(self, zr, zc, row_ids, lse_c, g_c, inv_temp: float) -> Tensor:
-        return backward_rows_op(zr, zc, row_ids, lse_c, g_c, inv_temp, self.name)
+    def backward_rows(self, zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp: float) -> Tensor:
+        return backward_rows_op(zr, zc, row_ids, lse_c, lse_neg_c, g_c, inv_temp, self.name)
 
 
 # One object per backend, made at import: torch.compile then reads a constant from a dict.

@@ -34,6 +34,7 @@ from fastclr.bench.static.cases import (
     role,
 )
 from fastclr.bench.static.occupancy import ctas_per_sm
+from fastclr.bench.static.render import pick_order
 from fastclr.bench.static.toolchain import require_tools
 from fastclr.bench.static.triton_compile import (
     CompileKey,
@@ -42,10 +43,14 @@ from fastclr.bench.static.triton_compile import (
     worker_environment,
 )
 from fastclr.errors import UsageError
+from fastclr.kernels import configs
 
 SCHEMA = "fastclr-static/1"
-ANALYSIS_VERSION = 2  # bump when the SASS reading changes: invalidates cached records
+ANALYSIS_VERSION = 3  # bump when the SASS reading changes: invalidates cached records
 TRITON_TOOLS = ("ptxas", "nvdisasm", "cuobjdump")
+# Serialized estimates this close to the lowest count as ties for the model's pick: partial waves
+# and rounding of tiles per split move the estimate by a few percent, the model's error is ±30-50%.
+PICK_TIE = 0.05
 
 
 def default_cache_dir() -> Path:
@@ -168,6 +173,12 @@ def derive(case: Case, record: dict) -> dict:
         occupancy=round(ctas * warps * 32 / arch.max_threads_per_sm, 4),
         limiter=limiter,
     )
+    if case.kernel == "weights":
+        # Every score once over all of D, then the launcher's W·zc product (2·C²·D by construction).
+        trips = -(-case.dim // case.block_d)
+        scores = record.get("mma_loop_flops", 0) * warps * trips / (block_m * block_n * case.dim)
+        row["tensor_flops_per_c2d"] = round(scores + 2, 2)
+        return row
     loop = record.get("hot_loop")
     if not loop:
         return row
@@ -184,8 +195,19 @@ def derive(case: Case, record: dict) -> dict:
         mufu_ex2_per_element=round(mufu * per_element, 3),
         nested_loops=loop["nested_loops"],
     )
+    if case.kernel == "backward":  # every output slice recomputes the scores over all of D
+        slices = -(-case.dim // case.block_d)
+        row["tensor_flops_per_c2d"] = round(
+            flops * warps * slices / (block_m * block_n * case.dim), 2
+        )
     if case.arch == 90 and row["fits"]:
         grid_d = 1 if role(case.kernel) == "forward" else -(-case.dim // case.block_d)
+        # The NT-Xent launchers split the column tiles to fill the GPU; the family kernels do not.
+        splits = configs.column_splits(case.rows, case.rows, roofline.SMS)
+        if case.kernel not in KERNELS:
+            splits = 1
+        tiles = -(-case.rows // block_n)
+        row["column_splits"] = splits
         hbm = _hbm_bytes(
             case.kernel, case.rows, case.dim, ELEM_BYTES[PRECISIONS[case.precision][0]]
         )
@@ -194,14 +216,15 @@ def derive(case: Case, record: dict) -> dict:
                 key: round(value, 2)
                 for key, value in roofline.kernel_estimate_us(
                     precision=case.precision,
-                    ctas=-(-case.rows // block_m) * grid_d,
-                    tiles_per_cta=-(-case.rows // block_n),
+                    ctas=-(-case.rows // block_m) * grid_d * splits,
+                    tiles_per_cta=-(-tiles // splits),
                     num_warps=warps,
                     instructions=instructions,
                     mufu_ex2=mufu,
                     mma_flops=flops,
                     hbm_bytes=hbm,
                     gpu=gpu,
+                    resident_ctas=ctas,
                 ).items()
             }
             for gpu in roofline.GPUS
@@ -226,14 +249,18 @@ def derive(case: Case, record: dict) -> dict:
 
 def mark_predicted_picks(rows: list[dict]) -> None:
     """Flag, per (arch, kernel, precision, D, 2N), the kept config with the lowest serialized
-    H100 estimate: the roofline's guess at what the autotuner picks (sm_90 only)."""
+    H100 estimate: the roofline's guess at what the autotuner picks (sm_90 only). Estimates within
+    PICK_TIE of the lowest are ties (the model ignores far larger effects), broken by the fewer
+    instructions per score element, which leave the scheduler more room."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("estimate") and row["kept"]:
             key = (row["cc"], row["kernel"], row["precision"], row["dim"], row["rows"])
             groups.setdefault(key, []).append(row)
     for members in groups.values():
-        best = min(members, key=lambda r: r["estimate"]["H100 SXM"]["serialized_us"])
+        lowest = min(pick_order(r)[0] for r in members)
+        tied = [r for r in members if pick_order(r)[0] <= lowest * (1 + PICK_TIE)]
+        best = min(tied, key=lambda r: pick_order(r)[::-1])
         best["predicted_pick"] = True
 
 

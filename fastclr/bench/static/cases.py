@@ -16,9 +16,15 @@ import triton
 from fastclr.bench.static.arches import ARCHES, SMEM_LIMITS
 from fastclr.bench.static.triton_compile import CompileKey
 from fastclr.kernels import configs, family_configs
-from fastclr.ops.triton_backend import SHARED_EXP_MAX_INV_TEMP
+from fastclr.ops.triton_backend import (
+    SHARED_EXP_MAX_INV_TEMP,
+    SLAB_MIN_FEATURES,
+    STATIC_SHIFT_MAX_INV_TEMP,
+)
 
-KERNELS = ("forward", "backward")  # NT-Xent: the default selection
+# NT-Xent, the default selection; "weights" is the backward's large-D path (D >= SLAB_MIN_FEATURES:
+# kernels/nt_xent_weights.py, then one matmul).
+KERNELS = ("forward", "backward", "weights")
 FAMILY_KERNELS = ("family_forward", "family_backward")
 ALL_KERNELS = KERNELS + FAMILY_KERNELS
 # precision label -> (operand dtype, DOT_PRECISION)
@@ -82,19 +88,29 @@ def _tuning(kernel: str):
 
 
 def config_list(kernel: str) -> list[triton.Config]:
+    if kernel == "weights":
+        return configs.weights_configs()
     tuning = _tuning(kernel)
     return tuning.forward_configs() if role(kernel) == "forward" else tuning.backward_configs()
 
 
-def launch_constexprs(kernel: str, precision: str, dim: int, rows: int, block_n: int) -> dict:
+def launch_constexprs(
+    kernel: str, precision: str, dim: int, rows: int, block_n: int, cc: int
+) -> dict:
     """The constexprs the launcher passes (and its heuristics derive) for a single-GPU launch:
     M = C = 2N rows, contiguous operands (family kernels: the SupCon case, module docstring)."""
     dtype, dot_precision = PRECISIONS[precision]
-    block_d, single_d = _tuning(kernel).feature_block(dim, ELEM_BYTES[dtype])
+    block_d, single_d = _feature_block(kernel, dim, ELEM_BYTES[dtype])
     values = {"BLOCK_D": block_d, "SINGLE_D": single_d, "DOT_PRECISION": dot_precision}
-    if kernel == "backward":
+    if kernel == "weights":
+        del values["SINGLE_D"]  # always the D loop
+    if kernel in ("backward", "weights"):
         values["SHARED_EXP"] = 1 / TEMPERATURE <= SHARED_EXP_MAX_INV_TEMP
         values["SCALE_WEIGHTS"] = dtype == "fp16"
+    if kernel == "forward":
+        values["STATIC_SHIFT"] = 1 / TEMPERATURE <= STATIC_SHIFT_MAX_INV_TEMP
+    if kernel in ("forward", "backward"):
+        values["SPLIT_MASKS"] = configs.split_masks(cc, ELEM_BYTES[dtype], dot_precision, block_d)
     if kernel in FAMILY_KERNELS:
         values.update(HAS_SELF=True, HAS_QUEUE=False, DECOUPLED=False)
     if kernel == "family_backward":  # normalized rows: the shared exponential where allowed
@@ -109,15 +125,21 @@ def launch_constexprs(kernel: str, precision: str, dim: int, rows: int, block_n:
     return values
 
 
+def _feature_block(kernel: str, dim: int, elem_bytes: int) -> tuple[int, bool]:
+    """(BLOCK_D, SINGLE_D) the launcher uses for `kernel`: the weights kernel always loops over D."""
+    if kernel == "weights":
+        return configs.CHUNK_BLOCK_D, False
+    return _tuning(kernel).feature_block(dim, elem_bytes)
+
+
 def kept_configs(kernel: str, precision: str, dim: int, cc: int) -> list[triton.Config]:
     """The configs the autotuner keeps on sm_<cc>: the kernel's configs module's prune with that
     arch's limit."""
     dtype, dot_precision = PRECISIONS[precision]
-    tuning = _tuning(kernel)
-    block_d, single_d = tuning.feature_block(dim, ELEM_BYTES[dtype])
-    return tuning.fitting_configs(
+    block_d, single_d = _feature_block(kernel, dim, ELEM_BYTES[dtype])
+    return _tuning(kernel).fitting_configs(
         config_list(kernel),
-        role(kernel),
+        kernel if kernel == "weights" else role(kernel),
         block_d=block_d,
         single_d=single_d,
         elem_bytes=ELEM_BYTES[dtype],
@@ -133,12 +155,16 @@ def cases(selection: Selection) -> list[Case]:
             for precision in selection.precisions:
                 dtype = PRECISIONS[precision][0]
                 for dim in selection.dims:
+                    if kernel == "weights" and dim < SLAB_MIN_FEATURES:
+                        continue  # smaller D runs the fused backward
                     kept = kept_configs(kernel, precision, dim, cc)
                     pool = config_list(kernel) if selection.all_configs else kept
                     for rows in selection.rows:
                         for config in pool:
                             block_m, block_n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                            constexprs = launch_constexprs(kernel, precision, dim, rows, block_n)
+                            constexprs = launch_constexprs(
+                                kernel, precision, dim, rows, block_n, cc
+                            )
                             key = CompileKey(
                                 kernel,
                                 dtype,
@@ -160,7 +186,7 @@ def cases(selection: Selection) -> list[Case]:
                                     config in kept,
                                     key,
                                     constexprs["BLOCK_D"],
-                                    constexprs["SINGLE_D"],
+                                    constexprs.get("SINGLE_D", False),
                                 )
                             )
     return out

@@ -37,9 +37,9 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", default="80,86,89,90", help="compute capabilities (default: all)")
     parser.add_argument(
         "--kernel",
-        default="forward,backward",
-        help="default: the NT-Xent forward and backward; family_forward,family_backward: the "
-        "loss-family kernels (SupCon case)",
+        default="forward,backward,weights",
+        help="default: the NT-Xent forward, backward and the backward's large-D weights kernel "
+        "(D >= 512); family_forward,family_backward: the loss-family kernels (SupCon case)",
     )
     parser.add_argument(
         "--precision",

@@ -11,6 +11,11 @@ ESTIMATE_NOTE = (
 )
 
 
+def pick_order(row: dict) -> tuple[float, float]:
+    """Sort key of the model's pick: serialized H100 estimate, then instructions per element."""
+    return row["estimate"]["H100 SXM"]["serialized_us"], row["instructions_per_element"]
+
+
 def _compiles(env: dict) -> str:
     stats = env.get("compiles", {})
     return f"{stats.get('total', '?')} Triton compiles, {stats.get('cached', '?')} from the cache"
@@ -43,7 +48,7 @@ def headline_lines(document: dict) -> list[str]:
     ]
     for row in sorted(
         headline_rows(document),
-        key=lambda r: (r["kernel"] != "forward", r["estimate"]["H100 SXM"]["serialized_us"]),
+        key=lambda r: (r["kernel"] != "forward", *pick_order(r)),
     ):
         if not row["kept"]:
             continue
@@ -57,6 +62,43 @@ def headline_lines(document: dict) -> list[str]:
             f"{row['estimate_floor_us']['H100 SXM']:.1f} |"
         )
     return lines
+
+
+def large_d_lines(document: dict) -> list[str]:
+    """Backward tensor FLOPs per C²·D at large D (bf16, sm_90, from the compiled code): the fused
+    kernel, where every output slice recomputes the scores, against the large-D path."""
+    rows = [
+        r
+        for r in document["triton"]
+        if r["kept"] and r["cc"] == 90 and r["precision"] == "bf16" and "tensor_flops_per_c2d" in r
+    ]
+    dims = sorted({r["dim"] for r in rows if r["kernel"] == "weights"})
+    if not dims:
+        return []
+    lines = [
+        "## Large D: backward tensor FLOPs per C²·D (bf16, sm_90, kept configs)",
+        "",
+        "| D | fused backward (recomputes the scores per output slice) | large-D path used from "
+        "D = 512 (weights kernel + one matmul) |",
+        "|---|---|---|",
+    ]
+    for dim in dims:
+
+        def spread(kernel: str, dim: int = dim) -> str:
+            values = sorted(
+                {
+                    r["tensor_flops_per_c2d"]
+                    for r in rows
+                    if r["kernel"] == kernel and r["dim"] == dim
+                }
+            )
+            if not values:
+                return "not analysed"
+            low, high = values[0], values[-1]
+            return f"{low:g}" if low == high else f"{low:g}–{high:g}"
+
+        lines.append(f"| {dim} | {spread('backward')} | {spread('weights')} |")
+    return [*lines, ""]
 
 
 def summary_lines(document: dict) -> list[str]:
@@ -131,27 +173,80 @@ def full_table_lines(document: dict) -> list[str]:
 def cuda_lines(document: dict) -> list[str]:
     if not document.get("cuda"):
         return []
+    from fastclr.bench.static.cuda_ext import ESTIMATE_DIM, ESTIMATE_ROWS, REFERENCE_ESTIMATE_US
+
     lines = [
         "## CUDA extension (csrc/, nvcc -Xptxas -v)",
         "",
-        "64×64 score tile, 4 warps; per-element counts at D = 128 are lower bounds (its per-thread "
-        "element loops are counted once).",
+        "64×64 score tile, 4 warps; variant 16-byte = cp.async tile copies (the host's choice when "
+        "every row is 16-byte aligned), element-wise = the fallback. smem = static + dynamic. "
+        f"Per-element counts at D = {ESTIMATE_DIM} are LOWER BOUNDS (its per-thread element loops "
+        "are counted once). Global loads: LDGSTS/LDG of 16 bytes vs narrower, in the whole kernel "
+        "(in the column loop).",
         "",
-        "| arch | kernel | dtype | regs | spill B | smem KiB | occupancy | MMA | instr/elem ≥ | "
-        "MUFU.EX2/elem ≥ |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arch | kernel | dtype | variant | regs | spill B | smem KiB | occupancy | MMA | "
+        "instr/elem ≥ | MUFU.EX2/elem ≥ | 16-byte loads | narrower loads |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in document["cuda"]:
         if "error" in row:
-            lines.append(f"| {row['arch']} | {row['source']} | | compile error | | | | | | |")
+            lines.append(f"| {row['arch']} | {row['source']} | | | compile error | | | | | | | | |")
             continue
+        loads = row.get("global_loads", {})
+        loop_loads = row.get("hot_loop_global_loads") or {}
         lines.append(
-            f"| {row['arch']} | {row['kernel']} | {row['dtype']} | {row.get('registers')} | "
-            f"{row.get('spill_bytes')} | {_kib(row.get('shared_static', 0))} | {_occ(row)} | "
+            f"| {row['arch']} | {row['kernel']} | {row['dtype']} | {row.get('variant', '')} | "
+            f"{row.get('registers')} | {row.get('spill_bytes')} | "
+            f"{_kib(row.get('shared_bytes', row.get('shared_static', 0)))} | {_occ(row)} | "
             f"{row['mma']} | {row.get('instructions_per_element_at_least', '')} | "
-            f"{row.get('mufu_ex2_per_element_at_least', '')} |"
+            f"{row.get('mufu_ex2_per_element_at_least', '')} | "
+            f"{loads.get('16-byte', '')} ({loop_loads.get('16-byte', '')}) | "
+            f"{loads.get('narrower', '')} ({loop_loads.get('narrower', '')}) |"
         )
+    lines += [
+        "",
+        *cuda_estimate_lines(document, ESTIMATE_ROWS, ESTIMATE_DIM, REFERENCE_ESTIMATE_US),
+    ]
     return lines + [""]
+
+
+def cuda_estimate_lines(
+    document: dict, rows: int, dim: int, reference_us: tuple[float, float]
+) -> list[str]:
+    """Forward + backward ESTIMATES of the CUDA backend's 16-byte variant on sm_90 beside the plain
+    reference's, per dtype."""
+    found: dict[str, dict] = {}
+    for row in document["cuda"]:
+        if row.get("cc") == 90 and row.get("variant") == "16-byte" and row.get("estimate_at_least"):
+            found.setdefault(row["dtype"], {})[row["kernel"]] = row["estimate_at_least"]
+    if not found:
+        return []
+    low, high = reference_us
+    lines = [
+        f"### CUDA backend ESTIMATE at 2N = {rows}, D = {dim}, sm_90 (H100 SXM), 16-byte variant",
+        "",
+        "ESTIMATED µs of the roofline model (docs/static-analysis.md), from lower-bound instruction "
+        "counts and without memory latency: lower bounds of the model, never measured. Reference: "
+        "the plain PyTorch loss's ESTIMATE (~15 passes over C×C, /work/shared/KERNEL-REVIEW.md).",
+        "",
+        "| dtype | est. forward µs (overlapped / serialized) | est. backward µs | "
+        "est. forward + backward µs (serialized) | est. plain reference µs | below the reference? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dtype in ("bf16", "fp16", "fp32"):
+        kernels = found.get(dtype, {})
+        if set(kernels) != {"forward", "backward"}:
+            continue
+        fwd, bwd = kernels["forward"]["H100 SXM"], kernels["backward"]["H100 SXM"]
+        total = fwd["serialized_us"] + bwd["serialized_us"]
+        # The CUDA figure is a lower bound: "below" says only that the model does not rule it out.
+        verdict = "lower bound below" if total < low else ("no" if total > high else "overlaps")
+        lines.append(
+            f"| {dtype} | ≥ {fwd['overlapped_us']:.0f} / {fwd['serialized_us']:.0f} | "
+            f"≥ {bwd['overlapped_us']:.0f} / {bwd['serialized_us']:.0f} | ≥ {total:.0f} | "
+            f"{low:.0f}–{high:.0f} | {verdict} |"
+        )
+    return lines
 
 
 def markdown(document: dict) -> str:
@@ -168,11 +263,14 @@ def markdown(document: dict) -> str:
         "",
         "## 2N = 8192, D = 128, bf16, sm_90 (H100 / H200): ESTIMATED times",
         "",
-        '"model\'s pick" is the kept config with the lowest serialized estimate: a guess at what the '
-        "autotuner picks on the GPU, not a measurement.",
+        '"model\'s pick" is the kept config with the lowest serialized estimate (within 5%: the '
+        "fewest instructions per element): a guess at what the autotuner picks on the GPU, not a "
+        "measurement. The NT-Xent kernels split each row block's columns over several programs "
+        "(kernels/configs.py column_splits), so co-resident CTAs overlap one another's MMA waits.",
         "",
         *headline_lines(document),
         "",
+        *large_d_lines(document),
         "## Every analysed config (2N does not change the compiled code)",
         "",
         "instr/elem and MUFU.EX2/elem: SASS instructions (per thread) in the hot loop per score "

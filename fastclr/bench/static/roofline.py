@@ -14,13 +14,16 @@ differ only where a kernel is memory-bound (these are not: the operands are read
 
 Per CTA, one column tile costs (cycles on its SM)
   tensor = MMA flops / tensor rate,  mufu = 32·warps·EX2 / 16,  issue = warps·instructions / 4,
-where the counts are per warp and per tile, read from the hot loop's SASS. A CTA walks C / BLOCK_N
-tiles; with at most ceil(CTAs / SMs) CTAs per SM in turn (or sharing it, which costs the same), the
-kernel takes ceil(CTAs / SMs) CTA-times. Two estimates:
+where the counts are per warp and per tile, read from the hot loop's SASS. A CTA walks its share of
+the C / BLOCK_N tiles (all of them, or 1/splits with the column-split schedule); each SM runs
+ceil(CTAs / SMs) CTAs. Two estimates:
   overlapped  = max(tensor, mufu, issue) per tile: the ideal of a warp scheduler that overlaps
                 everything (a lower bound for this code);
-  serialized  = tensor + max(mufu, issue): the MMA result is awaited at once (wgmma wait 0), so its
-                latency adds to the softmax of the same tile when nothing else hides it.
+  serialized  = within one CTA the MMA result is awaited at once (wgmma wait 0), so a tile takes
+                tensor + max(mufu, issue). k CTAs resident on one SM at once (k = min(the occupancy's
+                CTAs per SM, CTAs per SM of the grid)) interleave: while one waits on its MMA another
+                exponentiates, so k tiles take max(tensor + max(mufu, issue), k·max(tensor, mufu,
+                issue)). k = 1 (a grid of at most one CTA per SM) is the plain sum.
 The physical floor of the operation itself (every score element exponentiated once, the minimal
 tensor work, no instruction overhead) is given beside them.
 """
@@ -54,17 +57,22 @@ def kernel_estimate_us(
     mma_flops: int,
     hbm_bytes: int,
     gpu: Gpu,
+    resident_ctas: int = 1,
 ) -> dict[str, float]:
-    """ESTIMATED microseconds of one launch; counts are per warp and per column tile."""
+    """ESTIMATED microseconds of one launch; counts are per warp and per column tile;
+    resident_ctas: CTAs one SM holds at once (the occupancy)."""
     tensor = mma_flops * num_warps / TENSOR_FLOP_PER_CLK[precision]
     mufu = 32 * num_warps * mufu_ex2 / MUFU_PER_CLK
     issue = num_warps * instructions / WARP_ISSUE_PER_CLK
-    rounds = -(-ctas // SMS)
-    cycles_to_us = tiles_per_cta * rounds / CLOCK_HZ * 1e6
+    per_sm = -(-ctas // SMS)
+    together = max(1, min(resident_ctas, per_sm))
+    cycles_to_us = tiles_per_cta * per_sm / CLOCK_HZ * 1e6
+    chain = tensor + max(mufu, issue)
+    busiest = max(tensor, mufu, issue)
     memory_us = hbm_bytes / gpu.hbm_bytes_per_s * 1e6
     return {
-        "overlapped_us": max(max(tensor, mufu, issue) * cycles_to_us, memory_us),
-        "serialized_us": max((tensor + max(mufu, issue)) * cycles_to_us, memory_us),
+        "overlapped_us": max(busiest * cycles_to_us, memory_us),
+        "serialized_us": max(max(chain / together, busiest) * cycles_to_us, memory_us),
         "tensor_us": tensor * cycles_to_us,
         "mufu_us": mufu * cycles_to_us,
         "issue_us": issue * cycles_to_us,

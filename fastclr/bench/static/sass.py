@@ -175,3 +175,19 @@ def hot_loop(text: str, num_warps: int) -> LoopCounts | None:
         start=lo,
         end=hi,
     )
+
+
+def mma_loop_flops(text: str, num_warps: int) -> int:
+    """Tensor-core flops per warp of one trip of the innermost loop holding MMA instructions (the
+    reduction over D of a kernel whose exponentials come after it, as the large-D weights kernel's);
+    0 when no loop holds any."""
+    instructions, labels = parse(text)
+    with_mma = [
+        (lo, hi)
+        for lo, hi in loops(instructions, labels)
+        if any(_is_mma(i) for i in instructions if lo <= i.address <= hi)
+    ]
+    if not with_mma:
+        return 0
+    lo, hi = min(with_mma, key=lambda r: r[1] - r[0])
+    return sum(mma_flops(i, num_warps) for i in instructions if lo <= i.address <= hi)

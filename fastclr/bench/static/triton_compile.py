@@ -22,7 +22,7 @@ from fastclr.bench.static import sass
 # (torch allocations); every integer size/stride is a multiple of 16 at the analysed shapes (the
 # family's queue length K is 0 there, an ordinary i32 argument).
 UNIT_STRIDES = ("stride_zrd", "stride_zcd", "stride_qd", "stride_gradd")
-OPERAND_POINTERS = ("ZR_ptr", "ZC_ptr", "Q_ptr")
+OPERAND_POINTERS = ("ZR_ptr", "ZC_ptr", "Q_ptr", "W_ptr")
 INDEX_POINTERS = ("ROW_IDS_ptr", "ROW_LABELS_ptr", "COL_LABELS_ptr", "COUNT_ptr")
 INTEGER_SIZES = ("M", "C", "K", "D")
 FLOAT_SCALARS = ("inv_temp",)
@@ -33,7 +33,7 @@ POINTER_TYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 class CompileKey:
     """One compile: kernel, operand dtype, launch constexprs, config, target."""
 
-    kernel: str  # "forward" | "backward" | "family_forward" | "family_backward"
+    kernel: str  # "forward" | "backward" | "weights" | "family_forward" | "family_backward"
     dtype: str  # "bf16" | "fp16" | "fp32"
     constexprs: tuple[tuple[str, object], ...]  # sorted (name, value) of the launcher's constexprs
     block_m: int
@@ -52,6 +52,8 @@ def wrapped_kernel(kernel: str):
         from fastclr.kernels.nt_xent_forward import nt_xent_forward_kernel as wrapped
     elif kernel == "backward":
         from fastclr.kernels.nt_xent_backward import nt_xent_backward_kernel as wrapped
+    elif kernel == "weights":
+        from fastclr.kernels.nt_xent_weights import nt_xent_weights_kernel as wrapped
     elif kernel == "family_forward":
         from fastclr.kernels.family_forward import family_forward_kernel as wrapped
     else:
@@ -146,6 +148,7 @@ def compile_and_analyse(key: CompileKey, tools: dict[str, Path]) -> dict:
         shared_static=usage.get("SHARED", 0),
         mma=sass.mma_kind(instructions),
         hot_loop=loop.to_dict() if loop else None,
+        mma_loop_flops=sass.mma_loop_flops(text, key.num_warps),
         sass_instructions=len(instructions),
     )
     return record
