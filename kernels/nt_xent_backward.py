@@ -6,16 +6,17 @@ s_ik = inv_temp · <zr_i, zc_k>, and P_ik = exp(s_ik − lse_r) (S is symmetric,
 exp(s_ik − lse_k)):
     w_ik    = g_r · exp(s_ik − lse_r) + g_k · exp(s_ik − lse_k)        (k ≠ r, pos)
     w_ir    = 0
-    w_i,pos = −(q_r + q_pos),   q_k = g_k · Q_k = g_k · exp(lse_neg_k − lse_k)
+    w_i,pos = −(q_r + q_pos),   q_k = g_k · Q_k = g_k · exp(lse_neg_k − lse_k)   (Q_ptr, [C])
     grad_i  = inv_temp · Σ_k w_ik zc_k
 
 Each program owns BLOCK_M rows and one BLOCK_D-wide slice of the feature dimension (the whole of D on the
 single-D fast path) and walks the C columns in BLOCK_N tiles: s = zr·zc_tileᵀ, then w, then
 acc += w·zc_tile into an fp32 [BLOCK_M, BLOCK_D] accumulator. The positive column's weight
 g_r P_r,pos + g_pos P_pos,r − g_r − g_pos is −(q_r + q_pos), with Q = 1 − P(pos) the negatives' mass
-from the forward's two log-sum-exps: near convergence P(pos) → 1, and the tile's own P − 1 would keep
-only an absolute error of ~ulp(lse) instead of Q's relative one (fastclr/ops/chunked.py). The select
-replaces that column's weight, so the hot loop is unchanged. No atomics; memory: the [M, D] fp32
+from the forward's two log-sum-exps (the launcher computes the [C] vector q once): near convergence
+P(pos) → 1, and the tile's own P − 1 would keep only an absolute error of ~ulp(lse) instead of Q's
+relative one (fastclr/ops/chunked.py). The select replaces that column's weight, so the hot loop is
+unchanged. No atomics; memory: the [M, D] fp32
 output only.
 
 Exponentials: with SHARED_EXP (chosen by the launcher for inv_temp ≤ 30) both terms of w share one
@@ -60,8 +61,8 @@ def nt_xent_backward_kernel(
     ZC_ptr,
     ROW_IDS_ptr,
     LSE_ptr,
-    LSE_NEG_ptr,
     G_ptr,
+    Q_ptr,
     COL_W_ptr,
     G_MAX_ptr,
     GRAD_ptr,
@@ -102,14 +103,10 @@ def nt_xent_backward_kernel(
     out_mask = offs_out < D
     scale = inv_temp * LOG2E  # logits in base 2
 
-    lse_row = tl.load(LSE_ptr + row_ids)
-    lse_pos = tl.load(LSE_ptr + pos_ids)
+    lse_r = tl.load(LSE_ptr + row_ids) * LOG2E
     g_r = tl.load(G_ptr + row_ids)
-    # The positive column's weight −(g_r Q_r + g_pos Q_pos), Q = exp(lse_neg − lse) (module docstring).
-    q_r = g_r * tl.exp2((tl.load(LSE_NEG_ptr + row_ids) - lse_row) * LOG2E)
-    q_pos = tl.load(G_ptr + pos_ids) * tl.exp2((tl.load(LSE_NEG_ptr + pos_ids) - lse_pos) * LOG2E)
-    w_pos = -(q_r + q_pos)
-    lse_r = lse_row * LOG2E
+    # The positive column's weight −(q_r + q_pos), q = g·Q from the launcher (module docstring).
+    w_pos = -(tl.load(Q_ptr + row_ids) + tl.load(Q_ptr + pos_ids))
     if SHARED_EXP:
         b_r = g_r * tl.exp2(scale - lse_r)  # = COL_W[row_ids]
     if SCALE_WEIGHTS:

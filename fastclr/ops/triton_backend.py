@@ -18,6 +18,7 @@ import contextlib
 import torch
 from torch import Tensor
 
+from fastclr.ops import chunked
 from fastclr.ops.backends import interpreting_triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -201,6 +202,9 @@ def backward_rows(
     # here instead of by every program on every tile (fp16 and the two-exponential path: unused).
     precompute = shared_exp and not scale_weights
     col_w = g_c * torch.exp(float(inv_temp) - lse_c) if precompute else g_c
+    # q_k = g_k Q_k, Q = 1 - P(pos) = exp(lse_neg - lse): the positive column's weight is
+    # -(q_row + q_pos), free of the cancellation of g P(pos) - g (fastclr/ops/chunked.py).
+    q_c = g_c * chunked.negative_mass(lse_c, lse_neg_c)
     # fp16 weights are scaled per row by max|g| (a [1] tensor: no host sync).
     g_max = g_c.abs().amax().reshape(1) if scale_weights else g_c
 
@@ -213,8 +217,8 @@ def backward_rows(
             zc_k,
             row_ids.contiguous(),
             lse_c,
-            lse_neg_c,
             g_c,
+            q_c,
             col_w,
             g_max,
             grad,
