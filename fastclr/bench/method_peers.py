@@ -102,25 +102,30 @@ def source_of(path: str) -> dict[str, Any]:
         return out.stdout.strip()
 
     status = git("status", "--porcelain", "--untracked-files=no")
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch == "HEAD":  # a detached checkout: the branch that holds the commit, if one does
+        branch = git("name-rev", "--name-only", "--exclude=tags/*", "HEAD")
     return {
         "path": path,
         "commit": git("rev-parse", "--short", "HEAD"),
-        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "branch": branch,
         "dirty": bool(status) if status is not None else None,
     }
 
 
-def fastclr_env(s: PeerSettings) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": s.fastclr_path, "OMP_NUM_THREADS": str(s.threads)}
+def run_fastclr_cli(s: PeerSettings, *args: str) -> subprocess.CompletedProcess:
+    """`fastclr ARGS` of the checkout at s.fastclr_path, at s.threads torch threads. It runs in
+    that folder: `python -m` puts the working folder first on sys.path, before PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": s.fastclr_path, "OMP_NUM_THREADS": str(s.threads)}
+    command = [sys.executable, "-m", "fastclr.cli.main", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=s.fastclr_path, check=False
+    )
 
 
 def fastclr_methods(s: PeerSettings) -> set[str]:
     """The methods `fastclr train` of the checkout at s.fastclr_path accepts."""
-    out = subprocess.run(
-        [sys.executable, "-m", "fastclr.cli.main", "train", "--help"],
-        capture_output=True, text=True, env=fastclr_env(s), check=False,
-    )  # fmt: skip
-    text = re.sub(r"\s+", " ", out.stdout)
+    text = re.sub(r"\s+", " ", run_fastclr_cli(s, "train", "--help").stdout)
     match = re.search(r"--method \{([a-z,]+)\}", text)
     return set(match.group(1).split(",")) if match else {"simclr"}
 
@@ -132,12 +137,14 @@ def train_images(data: str, image_size: int) -> int:
 
 
 def fastclr_flags(method: str, s: PeerSettings, out: Path) -> list[str]:
+    data = str(Path(s.data).resolve()) if Path(s.data).is_dir() else s.data  # it runs elsewhere
     flags = [
-        "--data", s.data, "--image-size", str(s.image_size), "--batch-size", str(s.batch_size),
+        "--data", data, "--image-size", str(s.image_size), "--batch-size", str(s.batch_size),
         "--epochs", str(s.epochs), "--seed", str(s.seed), "--loader", "torch",
         "--workers", str(s.workers), "--precision", "fp32", "--device", "cpu",
         "--knn-every", str(s.epochs), "--knn-max-images", str(s.knn_max_images),
-        "--checkpoint-every", "0", "--keep-checkpoints", "1", "--resume", "none", "--out", str(out),
+        "--checkpoint-every", "0", "--keep-checkpoints", "1", "--resume", "none",
+        "--out", str(out.resolve()),
     ]  # fmt: skip
     if method != "simclr":  # simclr is the default: also the trainer of checkouts without --method
         flags = ["--method", method, *flags]
@@ -148,10 +155,10 @@ def fastclr_flags(method: str, s: PeerSettings, out: Path) -> list[str]:
 
 def run_fastclr(method: str, s: PeerSettings, out: Path) -> tuple[dict[str, Any], dict | None]:
     """(row, resolved config) of `fastclr train --method M`; config None if the run failed."""
-    command = [sys.executable, "-m", "fastclr.cli.main", "train", *fastclr_flags(method, s, out)]
+    flags = ["train", *fastclr_flags(method, s, out)]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=fastclr_env(s), check=False)
-    row = {"wall_seconds": round(time.perf_counter() - start, 2), "command": command[2:]}
+    done = run_fastclr_cli(s, *flags)
+    row = {"wall_seconds": round(time.perf_counter() - start, 2), "command": ["fastclr", *flags]}
     end = None
     if (out / "log.jsonl").is_file():
         events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -320,8 +327,11 @@ def run_all(
             if not baseline_done:
                 backbone, _ = random_init_backbone(config)
                 knn = knn_monitor(s.data, config, torch.device("cpu"))(backbone)
-                base = {**base_row("-", "random-init", s), "epochs": 0, "status": "measured"}
-                record({**base, "knn_top1": knn, "note": "the encoder both sides start from"})
+                base = {**base_row("-", "random-init", s), "epochs": 0, "batch": None}
+                record(
+                    {**base, "status": "measured", "knn_top1": knn,
+                     "note": "the encoder both sides start from"}
+                )  # fmt: skip
                 baseline_done = True
             row = {**lightly_row, "settings": settings_record(config)}
             try:

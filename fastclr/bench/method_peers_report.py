@@ -45,7 +45,7 @@ def render(env: dict[str, Any], settings: dict[str, Any], rows: list[dict[str, A
     ]
     for row in rows:
         values = (
-            row["method"], row["implementation"], row["epochs"], row["batch"],
+            row["method"], row["implementation"], cell(row["epochs"]), cell(row["batch"]),
             cell(row.get("knn_top1")), cell(row.get("images_per_s"), 1),
             cell(row.get("train_seconds"), 1),
         )  # fmt: skip
