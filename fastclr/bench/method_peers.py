@@ -104,7 +104,8 @@ def source_of(path: str) -> dict[str, Any]:
     status = git("status", "--porcelain", "--untracked-files=no")
     branch = git("rev-parse", "--abbrev-ref", "HEAD")
     if branch == "HEAD":  # a detached checkout: the branch that holds the commit, if one does
-        branch = git("name-rev", "--name-only", "--exclude=tags/*", "HEAD")
+        named = git("name-rev", "--name-only", "--exclude=tags/*", "HEAD")
+        branch = None if named in (None, "undefined") else named
     return {
         "path": path,
         "commit": git("rev-parse", "--short", "HEAD"),
@@ -320,7 +321,7 @@ def run_all(
                 record(
                     {
                         **lightly_row,
-                        "note": "the fastclr run failed: lightly trains with its resolved settings",
+                        "note": "not run: lightly trains with the settings of fastclr's run, which failed",
                     }
                 )
                 continue
