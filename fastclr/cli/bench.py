@@ -1,6 +1,8 @@
 """`fastclr bench`: run the loss benchmarks (`run`), turn their results into a report (`report`),
 the GPU acceptance run (`gpu`: every GPU figure in one resumable command, fastclr/bench/acceptance/),
-or analyse the compiled kernels without a GPU (`static`, fastclr/bench/static/)."""
+or analyse the compiled kernels without a GPU (`static`, fastclr/bench/static/), or train each
+self-supervised method with fastclr and with lightly side by side (`methods`,
+fastclr/bench/method_peers.py)."""
 
 import argparse
 import subprocess
@@ -50,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report_parser.add_argument("--no-plots", action="store_true", help="tables only")
     add_gpu_parser(actions)
     static_cli.add_parser(actions)
+    add_methods_parser(actions)
     parser.set_defaults(func=run)
 
 
@@ -86,6 +89,63 @@ def add_gpu_parser(actions: argparse._SubParsersAction) -> None:
     )
 
 
+def add_methods_parser(actions: argparse._SubParsersAction) -> None:
+    from fastclr.bench.method_peers import PeerSettings
+
+    default = PeerSettings()
+    methods = actions.add_parser(
+        "methods",
+        help="train simclr, moco, byol, simsiam, swav with fastclr and with lightly on the same "
+        "data, views, epochs, batch and optimizer; kNN top-1 and images/s to "
+        "bench/results/methods/<device>/ (needs lightly: pip install --no-deps lightly)",
+    )
+    methods.add_argument(
+        "--methods",
+        default=",".join(default.methods),
+        help=f"comma-separated methods (default: {','.join(default.methods)})",
+    )
+    methods.add_argument("--data", default=default.data, help=f"dataset (default: {default.data})")
+    for name, help_text in (
+        ("image_size", "training side in pixels"),
+        ("batch_size", "batch"),
+        ("epochs", "epochs of each run"),
+        ("seed", "seed of both sides"),
+        ("threads", "torch threads of both sides"),
+        ("workers", "loader workers of both sides"),
+        ("knn_max_images", "images per kNN split at most"),
+    ):
+        value = getattr(default, name)
+        methods.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=value,
+            help=f"{help_text} (default: {value})",
+        )  # fmt: skip
+    methods.add_argument(
+        "--fastclr-path",
+        default=default.fastclr_path,
+        help="root of the fastclr checkout whose `fastclr train` is measured (default: this one)",
+    )
+    methods.add_argument(
+        "--results",
+        type=Path,
+        default=Path("bench/results/methods"),
+        help="results folder (default: bench/results/methods)",
+    )
+
+
+def run_method_peers(args: argparse.Namespace) -> int:
+    from fastclr.bench.method_peers import PeerSettings, run_all
+
+    settings = PeerSettings(
+        methods=tuple(m for m in args.methods.split(",") if m),
+        data=args.data, image_size=args.image_size, batch_size=args.batch_size,
+        epochs=args.epochs, seed=args.seed, threads=args.threads, workers=args.workers,
+        knn_max_images=args.knn_max_images, fastclr_path=args.fastclr_path,
+    )  # fmt: skip
+    path = run_all(settings, args.results, echo=lambda line: print(line, flush=True))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.bench_action == "run":
         return run_benchmarks(args)
@@ -93,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         return run_acceptance(args)
     if args.bench_action == "static":
         return static_cli.run(args)
+    if args.bench_action == "methods":
+        return run_method_peers(args)
     return write_report(args.results, args.out, plots=not args.no_plots)
 
 

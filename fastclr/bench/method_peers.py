@@ -1,0 +1,343 @@
+"""`fastclr bench methods`: each self-supervised method trained by fastclr and by lightly on the same
+data, epochs, batch, image size, optimizer and augmented views; kNN top-1 and images/s side by side.
+
+For each method, in this order (so both sides of a method see the same machine load):
+  1. fastclr: `fastclr train --method M ...` in a subprocess, with the checkout of `fastclr_path`
+     on PYTHONPATH (a branch that has the method: --fastclr-path); its kNN is the trainer's monitor
+     after the last epoch, its images/s and seconds the trainer's (log.jsonl, end of run).
+  2. lightly: lightly's model of M (method_peers_lightly.py) on the same ResNet backbone (the same
+     initial weights: seeded as fastclr seeds it), trained here with fastclr's torch loader (the
+     same augmented views: same seed, epoch and sampler), fastclr's optimizer and warmup-cosine
+     schedule, and every setting read back from the fastclr run's resolved config.json.
+The random-init encoder's kNN is the baseline row. kNN: fastclr's monitor (weighted kNN, k=200,
+T=0.1, train split as bank, val as queries); images/s = images trained / training seconds (wall
+clock of the steps, loader included, kNN and checkpoints excluded), both sides at `threads` torch
+threads and `workers` loader workers.
+
+A method the fastclr checkout does not have gets "pending" rows. Results: one JSON (through
+fastclr/bench/results.py, rewritten after every row) and a Markdown table beside it, under
+<results_dir>/<device>/methods-<UTC time>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import fastclr
+from fastclr.bench import environment, results
+from fastclr.bench.method_peers_lightly import METHODS, build_lightly_model
+from fastclr.bench.method_peers_report import write_markdown
+from fastclr.errors import UsageError
+
+SCHEMA = "fastclr.method_peers/1"
+# MoCo's paper queue (65,536) is larger than small datasets (digits: 1,437 training images) and
+# fastclr refuses it there; both sides get this one, capped at the dataset's size.
+DIGITS_QUEUE = 1024
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """What both implementations train with (the rest is each method's fastclr default)."""
+
+    methods: tuple[str, ...] = METHODS
+    data: str = "digits"
+    image_size: int = 8
+    batch_size: int = 128
+    epochs: int = 4
+    seed: int = 0
+    threads: int = 2
+    workers: int = 2
+    knn_max_images: int = 10000
+    fastclr_path: str = str(Path(fastclr.__file__).resolve().parent.parent)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise UsageError(f"--methods {','.join(self.methods)}: choose from {','.join(METHODS)}")
+        for name in ("image_size", "batch_size", "epochs", "threads"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.batch_size < 2:
+            raise UsageError("--batch-size must be >= 2 (contrastive methods need negatives)")
+        if not (Path(self.fastclr_path) / "fastclr" / "__init__.py").is_file():
+            raise UsageError(
+                f"--fastclr-path {self.fastclr_path}: no fastclr package there; pass the root of "
+                "a fastclr checkout"
+            )
+
+
+def lightly_missing() -> str | None:
+    """Why lightly cannot be used here, or None when it imports."""
+    try:
+        import lightly.loss  # noqa: F401
+        import lightly.models.modules  # noqa: F401
+    except ImportError as error:
+        return f"lightly does not import ({error}): pip install --no-deps lightly"
+    return None
+
+
+def source_of(path: str) -> dict[str, Any]:
+    """Which code a fastclr checkout holds: path, commit and whether it has uncommitted changes."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", path, *args], capture_output=True, text=True, timeout=30, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch == "HEAD":  # a detached checkout: the branch that holds the commit, if one does
+        named = git("name-rev", "--name-only", "--exclude=tags/*", "HEAD")
+        branch = None if named in (None, "undefined") else named
+    return {
+        "path": path,
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "branch": branch,
+        "dirty": bool(status) if status is not None else None,
+    }
+
+
+def run_fastclr_cli(s: PeerSettings, *args: str) -> subprocess.CompletedProcess:
+    """`fastclr ARGS` of the checkout at s.fastclr_path, at s.threads torch threads. It runs in
+    that folder: `python -m` puts the working folder first on sys.path, before PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": s.fastclr_path, "OMP_NUM_THREADS": str(s.threads)}
+    command = [sys.executable, "-m", "fastclr.cli.main", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=s.fastclr_path, check=False
+    )
+
+
+def fastclr_methods(s: PeerSettings) -> set[str]:
+    """The methods `fastclr train` of the checkout at s.fastclr_path accepts."""
+    text = re.sub(r"\s+", " ", run_fastclr_cli(s, "train", "--help").stdout)
+    match = re.search(r"--method \{([a-z,]+)\}", text)
+    return set(match.group(1).split(",")) if match else {"simclr"}
+
+
+def train_images(data: str, image_size: int) -> int:
+    from fastclr.data.sources import load_source
+
+    return len(load_source(data, image_size=image_size, split="train"))
+
+
+def fastclr_flags(method: str, s: PeerSettings, out: Path) -> list[str]:
+    data = str(Path(s.data).resolve()) if Path(s.data).is_dir() else s.data  # it runs elsewhere
+    flags = [
+        "--data", data, "--image-size", str(s.image_size), "--batch-size", str(s.batch_size),
+        "--epochs", str(s.epochs), "--seed", str(s.seed), "--loader", "torch",
+        "--workers", str(s.workers), "--precision", "fp32", "--device", "cpu",
+        "--knn-every", str(s.epochs), "--knn-max-images", str(s.knn_max_images),
+        "--checkpoint-every", "0", "--keep-checkpoints", "1", "--resume", "none",
+        "--out", str(out.resolve()),
+    ]  # fmt: skip
+    if method != "simclr":  # simclr is the default: also the trainer of checkouts without --method
+        flags = ["--method", method, *flags]
+    if method == "moco":
+        flags += ["--queue-size", str(min(DIGITS_QUEUE, train_images(s.data, s.image_size)))]
+    return flags
+
+
+def run_fastclr(method: str, s: PeerSettings, out: Path) -> tuple[dict[str, Any], dict | None]:
+    """(row, resolved config) of `fastclr train --method M`; config None if the run failed."""
+    flags = ["train", *fastclr_flags(method, s, out)]
+    start = time.perf_counter()
+    done = run_fastclr_cli(s, *flags)
+    row = {"wall_seconds": round(time.perf_counter() - start, 2), "command": ["fastclr", *flags]}
+    end = None
+    if (out / "log.jsonl").is_file():
+        events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        end = next((e for e in events if e.get("event") == "end"), None)
+    if done.returncode != 0 or end is None or end.get("knn_final") is None:
+        lines = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()
+        row.update(status="failed", note=f"exit {done.returncode}: {lines[-1]}")
+        return row, None
+    row.update(
+        status="measured",
+        steps=end["steps"],
+        knn_top1=end["knn_final"],
+        knn_init=end["knn_init"],
+        train_seconds=end["train_seconds"],
+        images_per_s=end["images_per_s"],
+    )
+    return row, json.loads((out / "config.json").read_text())
+
+
+def knn_monitor(data: str, config: dict[str, Any], device: torch.device):
+    from fastclr.train.knn_monitor import KNNMonitor
+
+    return KNNMonitor.from_data(
+        data, config["image_size"], max_images=config["knn_max_images"], device=device,
+        k=config["knn_k"], temperature=config["knn_temperature"], autocast_dtype=None,
+    )  # fmt: skip
+
+
+def random_init_backbone(config: dict[str, Any]) -> tuple[torch.nn.Module, int]:
+    """The backbone fastclr's trainer starts from: seeded with the run's seed, then built."""
+    from fastclr.backbones import build_backbone
+    from fastclr.train.seeding import seed_everything
+
+    seed_everything(config["seed"])
+    backbone, width = build_backbone(config["arch"], config["stem"], config["image_size"])
+    return backbone.to(memory_format=torch.channels_last), width
+
+
+def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[str, Any]:
+    """Train lightly's `method` with the settings of fastclr's resolved `config`; its row."""
+    from fastclr.data import AugmentConfig, build_train_loader
+    from fastclr.optim import build_optimizer, build_schedule
+    from fastclr.train.seeding import epoch_seed, seed_everything
+
+    device, size = torch.device("cpu"), config["image_size"]
+    augment = AugmentConfig.for_image_size(size)  # with the crop floor, as fastclr's Run builds it
+    if config.get("crop_scale") is not None:
+        augment = dataclasses.replace(augment, scale=(config["crop_scale"], augment.scale[1]))
+    loader = build_train_loader(
+        s.data, batch_size=config["batch_size"], image_size=size, loader="torch", device=device,
+        seed=config["seed"], num_workers=s.workers, augment=augment,
+    )  # fmt: skip
+    steps_per_epoch, epochs = len(loader), config["epochs"]
+    total_steps = epochs * steps_per_epoch
+    backbone, width = random_init_backbone(config)
+    model = build_lightly_model(
+        method, backbone, feature_dim=width, settings=config, steps_per_epoch=steps_per_epoch
+    ).to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(
+        config["optimizer"], model, lr=config["lr"], weight_decay=config["weight_decay"],
+        momentum=config["momentum"],
+    )  # fmt: skip
+    schedule = build_schedule(
+        base_lr=config["lr"], batch_size=config["batch_size"], epochs=epochs,
+        steps_per_epoch=steps_per_epoch, warmup_epochs=config["warmup_epochs"],
+    )  # fmt: skip
+    model.train()
+    step, seconds, loss = 0, 0.0, torch.zeros(())
+    for epoch in range(epochs):
+        seed_everything(epoch_seed(config["seed"], 0, epoch))
+        loader.set_epoch(epoch)
+        batches = iter(loader)
+        start = time.perf_counter()
+        for view1, view2, _ in batches:
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(step)
+            loss = model.training_loss(view1, view2, step, total_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        seconds += time.perf_counter() - start
+        if not torch.isfinite(loss):
+            return {"status": "failed", "steps": step, "note": f"loss became {loss.item()}"}
+    knn = knn_monitor(s.data, config, device)(model.backbone)
+    return {
+        "status": "measured",
+        "steps": step,
+        "knn_top1": knn,
+        "train_seconds": round(seconds, 2),
+        "images_per_s": round(step * config["batch_size"] / seconds, 2),
+        "final_loss": loss.item(),
+    }
+
+
+def base_row(method: str, implementation: str, s: PeerSettings) -> dict[str, Any]:
+    return {
+        "method": method, "implementation": implementation, "status": "pending",
+        "epochs": s.epochs, "batch": s.batch_size, "knn_top1": None, "images_per_s": None,
+        "train_seconds": None,
+    }  # fmt: skip
+
+
+def settings_record(config: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer and method settings both sides trained with (from fastclr's config)."""
+    keys = (
+        "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "temperature",
+        "queue_size", "target_momentum", "proj_dim", "proj_layers", "proj_hidden", "pred_hidden",
+        "prototypes", "sinkhorn_epsilon", "sinkhorn_iterations", "freeze_prototypes_steps",
+        "crop_scale", "image_size", "arch", "stem",
+    )  # fmt: skip
+    return {k: config[k] for k in keys if config.get(k) is not None}
+
+
+def run_all(
+    s: PeerSettings,
+    results_dir: Path,
+    echo: Callable[[str], None] = print,
+    work_dir: Path | None = None,
+) -> Path:
+    """Every method of `s`, both implementations, plus the baseline; returns the JSON's path."""
+    reason = lightly_missing()
+    if reason is not None:
+        raise UsageError(f"fastclr bench methods: {reason}")
+    torch.set_num_threads(s.threads)
+    env = environment.collect(torch.device("cpu"))
+    env["fastclr_side"] = source_of(s.fastclr_path)
+    env["harness_side"] = source_of(str(Path(fastclr.__file__).resolve().parent.parent))
+    path = results.results_path(results_dir, env, prefix="methods-")
+    settings = {k: v for k, v in dataclasses.asdict(s).items() if k != "methods"}
+    settings["methods"] = list(s.methods)
+    rows: list[dict[str, Any]] = []
+
+    def record(row: dict[str, Any]) -> None:
+        rows.append(row)
+        results.write(path, SCHEMA, env, rows, settings)
+        write_markdown(path.with_suffix(".md"), env, settings, rows)
+        knn, speed = row.get("knn_top1"), row.get("images_per_s")
+        shown = f"kNN {knn:.2f}%, {speed} images/s" if knn is not None else row.get("note", "")
+        echo(f"{row['method']:8s} {row['implementation']:11s} {row['status']}: {shown}")
+
+    available = fastclr_methods(s)
+    echo(f"fastclr side: {s.fastclr_path} (methods: {', '.join(sorted(available))})")
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        baseline_done = False
+        for method in s.methods:
+            fastclr_row = base_row(method, "fastclr", s)
+            lightly_row = base_row(method, "lightly", s)
+            if method not in available:
+                note = f"`fastclr train` of {s.fastclr_path} has no --method {method} yet"
+                record({**fastclr_row, "note": note})
+                record(
+                    {**lightly_row, "note": note + " (lightly trains with its resolved settings)"}
+                )
+                continue
+            measured, config = run_fastclr(method, s, Path(tmp) / method)
+            record({**fastclr_row, **measured})
+            if config is None:
+                record(
+                    {
+                        **lightly_row,
+                        "note": "not run: lightly trains with the settings of fastclr's run, which failed",
+                    }
+                )
+                continue
+            if not baseline_done:
+                backbone, _ = random_init_backbone(config)
+                knn = knn_monitor(s.data, config, torch.device("cpu"))(backbone)
+                base = {**base_row("-", "random-init", s), "epochs": 0, "batch": None}
+                record(
+                    {**base, "status": "measured", "knn_top1": knn,
+                     "note": "the encoder both sides start from"}
+                )  # fmt: skip
+                baseline_done = True
+            row = {**lightly_row, "settings": settings_record(config)}
+            try:
+                row.update(run_lightly(method, s, config))
+            except Exception as error:  # a lightly failure is a result to record, not a crash
+                row.update(status="failed", note=f"{type(error).__name__}: {error}")
+            record(row)
+    return path
