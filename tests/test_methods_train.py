@@ -1,0 +1,104 @@
+"""`fastclr train --method M` end to end on CPU for every method: a run with the kNN monitor, export
+of its backbone, exact resume (momentum encoders, queue and its pointer included), and the
+refusals of settings a method does not read.
+
+Runs are tiny: ResNet-18 (CIFAR stem) at 8 px, batches of 8 of 24 synthetic images (3 steps per
+epoch), small heads.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastclr.checkpoint import list_checkpoints, load_checkpoint, load_latest
+from fastclr.cli.main import main
+from tests.test_train_loop import TINY, step_losses
+
+METHODS = ["simclr", "moco", "byol", "simsiam"]
+SMALL_HEADS = {
+    "simclr": [],
+    "moco": ["--queue-size", "16", "--proj-hidden", "32"],
+    "byol": ["--proj-hidden", "32", "--pred-hidden", "16", "--proj-dim", "16"],
+    "simsiam": ["--proj-hidden", "32", "--pred-hidden", "16", "--proj-dim", "32"],
+}
+
+
+def settings(method: str) -> list[str]:
+    return [*TINY, "--method", method, *SMALL_HEADS[method]]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_trains_monitors_and_exports(method, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(["train", *settings(method), "--epochs", "1", "--out", str(out), "--knn-k", "5"]) == 0
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == method
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "step"]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert [r for r in records if r["kind"] == "knn"][-1]["top1"] is not None
+    (checkpoint,) = list_checkpoints(out)
+    exported = tmp_path / "backbone.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--output", str(exported)]) == 0
+    weights = torch.load(exported, weights_only=True)
+    trained = load_checkpoint(checkpoint)["model"]
+    assert weights and all(torch.equal(t, trained[f"backbone.{n}"]) for n, t in weights.items())
+
+
+@pytest.mark.parametrize("method", ["moco", "byol"])
+def test_resume_restores_momentum_encoder_and_queue_exactly(method, tmp_path):
+    """5 steps straight == 2 steps, stop, resume for 3 more (across an epoch end): the same
+    losses bit for bit and the same state: online and target weights, queue, pointer, optimizer."""
+    base = [*settings(method), "--epochs", "2", "--knn-every", "0", "--checkpoint-every", "2"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert main(["train", *base, "--out", str(straight), "--max-steps", "5"]) == 0
+    assert main(["train", *base, "--out", str(interrupted), "--max-steps", "2"]) == 0
+    assert main(["train", *base, "--out", str(interrupted), "--max-steps", "5"]) == 0
+    assert step_losses(straight) == step_losses(interrupted)
+    a, b = load_latest(straight)[1], load_latest(interrupted)[1]
+    assert a["step"] == b["step"] == 5
+    targets = [k for k in a["model"] if k.startswith(("key_", "target_", "queue"))]
+    assert targets and a["model"].keys() == b["model"].keys()
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(
+            value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--method", "byol", "--temperature", "0.1"],
+            "--temperature 0.1: --method byol does not use it",
+        ),
+        (
+            ["--method", "simsiam", "--queue-size", "8"],
+            "--queue-size 8: --method simsiam does not use it",
+        ),
+        (["--method", "moco", "--loss", "supcon"], "--loss supcon: --method moco does not use it"),
+        (
+            ["--method", "byol", "--views", "3"],
+            "--views 3: --method byol trains on exactly 2 views",
+        ),
+        (
+            ["--method", "moco", "--queue-size", "25"],
+            "--queue-size 25 is larger than the dataset (24",
+        ),
+    ],
+)
+def test_settings_a_method_cannot_use_exit_2(flags, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fastclr.cli.main", "train", *TINY, *flags, "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
