@@ -68,8 +68,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def augment_config(cfg: TrainConfig):
     """The data's default augmentation for cfg.image_size with cfg.crop_scale as the crop floor,
     and the views the method trains on: cfg.views global views, cfg.local_views small ones of
-    side cfg.local_size (default 96/224 of the image size, as SwAV's 224 + 96 px crops). The
-    view-count fields are passed only when they differ from the two-view default."""
+    side cfg.local_size (default: AugmentConfig's, 96/224 of the image size as SwAV's 224 + 96 px
+    crops). The view fields are passed only when they differ from the two-view default."""
     from fastclr.data import AugmentConfig
 
     default = AugmentConfig.for_image_size(cfg.image_size)
@@ -77,8 +77,9 @@ def augment_config(cfg: TrainConfig):
     if cfg.views != 2:
         views["num_views"] = cfg.views
     if cfg.local_views:
-        local_size = cfg.local_size or max(8, round(cfg.image_size * 96 / 224))
-        views.update(local_views=cfg.local_views, local_size=local_size)
+        views["local_views"] = cfg.local_views
+    if cfg.local_size is not None:
+        views["local_size"] = cfg.local_size
     if cfg.crop_scale is not None:
         views["scale"] = (cfg.crop_scale, default.scale[1])
     return dataclasses.replace(default, **views)
