@@ -422,13 +422,36 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in values.items()}
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "configs"  # fastclr/configs/NAME.yaml
+
+
+def recipe_names() -> list[str]:
+    return sorted(path.stem for path in RECIPES.glob("*.yaml"))
+
+
+def find_config_file(name: str) -> Path:
+    """--config NAME: a file path, or the name of a paper recipe in fastclr/configs."""
+    path = Path(name).expanduser()
+    if path.exists() or path.suffix in (".yaml", ".yml", ".json"):
+        return path
+    recipe = RECIPES / f"{name}.yaml"
+    if recipe.is_file():
+        return recipe
+    raise UsageError(
+        f"--config {name}: no such file and no recipe of that name; pass a YAML/JSON file or "
+        f"one of the recipes: {', '.join(recipe_names())}"
+    )
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, plus --config. Unset flags stay off the namespace
     (argparse.SUPPRESS) so that a config file's values are not overwritten."""
     parser.add_argument(
         "--config",
         default=argparse.SUPPRESS,
-        help="YAML or JSON file of settings; flags override it",
+        help="YAML or JSON file of settings, or a paper recipe's name ("
+        + ", ".join(recipe_names())
+        + "; fastclr/configs); flags override it",
     )
     for f in dataclasses.fields(TrainConfig):
         meta = {k: v for k, v in f.metadata.items() if k not in ("help", "check")}
@@ -452,6 +475,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
     if config_file:
+        config_file = find_config_file(config_file)
         for name, value in load_config_file(config_file).items():
             if name not in FIELDS:
                 TrainConfig.from_dict({name: value})  # raises: names the unknown key
