@@ -257,7 +257,9 @@ class TrainConfig:
         ((lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None),
          "one of auto, cpu, cuda, cuda:N"),
     )  # fmt: skip
-    compile: bool = _opt(False, "torch.compile the model. Recommended: on for long GPU runs")
+    compile: bool = _opt(
+        False, "torch.compile the backbones (not the heads). Recommended: on for long GPU runs"
+    )
     channels_last: bool = _opt(True, "channels_last memory format. Recommended: on")
     gpus: int = _opt(
         0,

@@ -247,7 +247,11 @@ class Run:
             warmup_epochs=cfg.warmup_epochs,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
-        model: nn.Module = torch.compile(raw_model) if cfg.compile else raw_model
+        if cfg.compile:  # the encoders only: the methods' steps hold queues, collectives, ints
+            for name, module in raw_model.named_children():
+                if name.endswith("backbone"):
+                    module.compile()  # in place: state_dict keys unchanged
+        model: nn.Module = raw_model
         if world_size > 1:
             device_ids = [device.index] if device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(
