@@ -1,6 +1,7 @@
 """The methods on a real 2-rank gloo group: MoCo's shuffle BN gives every image its own key back,
 every rank's queue holds every rank's keys in the same order; and `fastclr train --nproc 2` runs
-moco (shuffle BN, gathered queue) and byol (SyncBatchNorm heads) end to end."""
+moco (shuffle BN, gathered queue), byol (SyncBatchNorm heads) and swav (distributed Sinkhorn, the
+gathered queue split among ranks) end to end."""
 
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from fastclr.checkpoint import load_latest
 from fastclr.methods.moco import MoCo
 from tests.rank_checks import run_on_ranks
-from tests.test_methods_train import settings
+from tests.test_methods_train import NEEDS_SWAV_OPS, settings
 
 MOCO = {"arch": "resnet18", "stem": "cifar", "image_size": 8, "proj_hidden": 16, "queue_size": 8}
 
@@ -45,7 +46,7 @@ def test_moco_shuffle_bn_and_queue_on_two_ranks():
         assert outcome["moco"] is None, f"rank {rank}:\n{outcome['moco']}"
 
 
-@pytest.mark.parametrize("method", ["moco", "byol"])
+@pytest.mark.parametrize("method", ["moco", "byol", pytest.param("swav", marks=NEEDS_SWAV_OPS)])
 def test_two_process_training_runs(method, tmp_path):
     out = tmp_path / "run"
     args = [*settings(method), "--nproc", "2", "--max-steps", "2", "--knn-every", "0"]
