@@ -560,10 +560,10 @@ def check_method_settings(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and name not in DEFAULTS[cfg.method].settings:
             flag = "--" + name.replace("_", "-")
-            users = " and ".join(users_of(name))
+            users = ", ".join(users_of(name))
             raise UsageError(
-                f"{flag} {value}: --method {cfg.method} does not use it (only {users} do); "
-                f"drop {flag}, or pass --method {users_of(name)[0]}"
+                f"{flag} {value}: --method {cfg.method} does not use it (it is a setting of "
+                f"{users}); drop {flag}, or pass --method {users_of(name)[0]}"
             )
     if cfg.views != 2 and cfg.method not in ("simclr", "swav"):
         raise UsageError(
