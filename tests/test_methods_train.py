@@ -1,6 +1,6 @@
-"""`fastclr train --method M` end to end on CPU for every method: a run with the kNN monitor, export
-of its backbone, exact resume (momentum encoders, queue and its pointer included), and the
-refusals of settings a method does not read.
+"""`fastclr train --method M` end to end on CPU for every method: a run with the kNN monitor,
+`fastclr eval knn` and `fastclr export` of its backbone, exact resume (momentum encoders, queue and
+its pointer included), more views and SupCon, and the refusals of settings a method does not read.
 
 Runs are tiny: ResNet-18 (CIFAR stem) at 8 px, batches of 8 of 24 synthetic images (3 steps per
 epoch), small heads.
@@ -42,7 +42,7 @@ def settings(method: str) -> list[str]:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_method_trains_monitors_and_exports(method, tmp_path):
+def test_method_trains_monitors_evaluates_and_exports(method, tmp_path):
     out = tmp_path / "run"
     assert (
         main(["train", *settings(method), "--epochs", "1", "--out", str(out), "--knn-k", "5"]) == 0
@@ -54,6 +54,7 @@ def test_method_trains_monitors_and_exports(method, tmp_path):
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert [r for r in records if r["kind"] == "knn"][-1]["top1"] is not None
     (checkpoint,) = list_checkpoints(out)
+    assert main(["eval", "knn", "--checkpoint", str(out), "--k", "5"]) == 0
     exported = tmp_path / "backbone.pt"
     assert main(["export", "--checkpoint", str(checkpoint), "--output", str(exported)]) == 0
     weights = torch.load(exported, weights_only=True)
