@@ -14,10 +14,11 @@ Measured (seed 0, one AVX-512 machine, default kernels; first -> last epoch mean
 init -> final): BYOL 3.554 -> 2.583, 0.82, 78.6 -> 81.4; SimSiam -0.021 -> -0.141, 0.98,
 78.6 -> 78.9. Not yet measured: other seeds and ATEN_CPU_CAPABILITY=avx2.
 
-MoCo v2 and SwAV are not here: in the same two epochs their losses stay at their chance values
-(MoCo: ln(1 + 256) = 5.55 over a queue of 256, last epoch 5.54, with SGD lr 0.5 and with LARS lr
-4.0; SwAV: above ln(30) with 30 prototypes), although MoCo's kNN rose 78.6 -> 83.9; a longer run
-is needed to show them learning by a criterion that holds.
+MoCo v2 and SwAV are not here: in the same two epochs their losses stay near their chance values
+(MoCo, queue 256, SGD lr 0.5, momentum 0.99: 5.322 -> 5.544, chance ln(257) = 5.549, and still
+5.52 mid-run with LARS lr 4.0; SwAV, 30 prototypes, LARS lr 1.0: 3.618 -> 3.488, ln(30) = 3.401),
+although kNN rose (MoCo 78.6 -> 83.9, SwAV 78.6 -> 81.4): one seed, so no margin on it is known to
+hold; a longer run is needed to show them learning by a criterion that holds.
 """
 
 import json
