@@ -1,13 +1,20 @@
-"""`fastclr train`: SimCLR pre-training. With no arguments: digits on this machine in minutes."""
+"""`fastclr train`: self-supervised pre-training (SimCLR by default; --method moco, byol, simsiam,
+swav). With no arguments: SimCLR on digits on this machine in minutes."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-DESCRIPTION = """Train SimCLR. With no arguments it trains a ResNet-18 on scikit-learn's digits
-(bundled, nothing downloaded) and reports kNN top-1 before and after. Settings come from the
-defaults, then --config FILE, then flags. Each flag's help gives the recommended value."""
+DESCRIPTION = """Self-supervised pre-training: --method simclr (default; Chen et al. 2020),
+moco (MoCo v2: SGD lr 0.03, tau 0.2, queue 65536, key momentum 0.999), byol (LARS lr 0.2, target
+momentum 0.996 -> 1, heads 4096 -> 256), simsiam (SGD lr 0.05, fixed-lr predictor 512, projector
+3 x 2048), swav (LARS lr 0.3, 3000 prototypes, Sinkhorn epsilon 0.05, tau 0.1, multi-crop). Each
+method brings its paper's defaults (lr per batch of 256); docs/methods.md has them all. With no
+arguments it trains SimCLR with a ResNet-18 on scikit-learn's digits (bundled, nothing downloaded)
+and reports kNN top-1 before and after. Settings come from the defaults, then --config FILE or a
+recipe name (simclr-imagenet, moco-v2-imagenet, ...), then flags. Each flag's help gives the
+recommended value."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "train",
-        help="SimCLR pre-training (default: digits, a few CPU minutes)",
+        help="self-supervised pre-training: simclr | moco | byol | simsiam | swav",
         description=DESCRIPTION,
     )
     add_train_arguments(parser)

@@ -9,27 +9,24 @@ import torch
 from torch import nn
 
 from fastclr.checkpoint import resolve_checkpoint
-from fastclr.model import SimCLRModel
+from fastclr.methods.base import Method
+from fastclr.methods.registry import build_method
 
 
 def load_trained_model(
     checkpoint: str | Path, device: torch.device | str = "cpu"
-) -> tuple[SimCLRModel, dict[str, Any], Path]:
-    """(SimCLRModel with the checkpoint's weights, in eval mode, the run's resolved config dict,
+) -> tuple[Method, dict[str, Any], Path]:
+    """(the run's method (fastclr.methods) with the checkpoint's weights, in eval mode: its
+    `.backbone` is the trained encoder, `.feature_dim` its width; the run's resolved config dict;
     the checkpoint file used).
 
     checkpoint: a checkpoint-*.pt file, or a run folder (its newest readable checkpoint). Raises
-    UsageError if it is missing, damaged, or a folder without a readable checkpoint.
+    UsageError if it is missing, damaged, or a folder without a readable checkpoint. Checkpoints
+    of runs before --method (SimCLR, SimCLRModel's keys) load as SimCLR.
     """
     path, state = resolve_checkpoint(checkpoint)
     config = state["config"]
-    model = SimCLRModel(
-        config["arch"],
-        config["stem"],
-        config["proj_dim"],
-        config.get("proj_layers", 2),  # runs from before --proj-layers have v1's 2-layer head
-        config.get("image_size"),
-    )
+    model = build_method(config)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, path
 

@@ -1,7 +1,10 @@
-"""build_optimizer: LARS, SGD or AdamW over SimCLR's parameter groups, with recommended defaults."""
+"""build_optimizer: LARS, SGD or AdamW over the parameter groups of lars.param_groups, with
+recommended defaults."""
+
+from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fastclr.optim.lars import LARS, param_groups
 
@@ -14,13 +17,20 @@ OPTIMIZER_DEFAULTS: dict[str, tuple[float, float]] = {
 
 
 def build_optimizer(
-    name: str, model: nn.Module, *, lr: float, weight_decay: float, momentum: float = 0.9
+    name: str,
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    fixed_lr: Iterable[Tensor] = (),
 ) -> torch.optim.Optimizer:
     """Optimizer `name` ("lars", "sgd", "adamw"); BN parameters and biases get no weight decay.
 
-    `lr` is the initial value only: the trainer sets every group's lr from the schedule each step.
+    `lr` is the initial value only: the trainer sets every group's lr from the schedule each step
+    (the groups of `fixed_lr` parameters, marked fixed_lr=True, to the schedule's peak).
     """
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, fixed_lr)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "sgd":

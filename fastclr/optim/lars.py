@@ -20,20 +20,32 @@ import torch
 from torch import Tensor, nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, fixed_lr: Iterable[Tensor] = ()
+) -> list[dict]:
     """Split parameters into LARS-adapted weights and excluded BN parameters and biases.
 
     A parameter with at most one dimension (BN weight/bias, Linear/Conv bias) gets no weight decay
-    and no trust-ratio adaptation. The `lars_adapt` key is ignored by SGD and AdamW.
+    and no trust-ratio adaptation. The `lars_adapt` key is ignored by SGD and AdamW. Parameters in
+    `fixed_lr` (SimSiam's predictor) go to groups marked `fixed_lr=True`: the trainer keeps their
+    lr at the schedule's peak. Parameters that take no gradient (momentum encoders) are left out.
     """
-    adapted, excluded = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (excluded if param.ndim <= 1 else adapted).append(param)
-    return [
-        {"params": adapted, "weight_decay": weight_decay, "lars_adapt": True},
-        {"params": excluded, "weight_decay": 0.0, "lars_adapt": False},
-    ]
+    fixed = {id(p) for p in fixed_lr}
+    groups = []
+    for is_fixed in (False, True):
+        adapted, excluded = [], []
+        for param in model.parameters():
+            if param.requires_grad and (id(param) in fixed) == is_fixed:
+                (excluded if param.ndim <= 1 else adapted).append(param)
+        if is_fixed and not adapted and not excluded:
+            break
+        groups += [
+            {"params": adapted, "weight_decay": weight_decay, "lars_adapt": True},
+            {"params": excluded, "weight_decay": 0.0, "lars_adapt": False},
+        ]
+        if is_fixed:
+            groups[-2]["fixed_lr"] = groups[-1]["fixed_lr"] = True
+    return groups
 
 
 class LARS(torch.optim.Optimizer):

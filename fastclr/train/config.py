@@ -27,6 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from fastclr.errors import UsageError
+from fastclr.methods.defaults import (
+    DEFAULTS,
+    METHOD_FIELDS,
+    METHOD_NAMES,
+    defaults_text,
+    users_of,
+)
 
 # The CPU demo preset, for settings left unset with --data digits. The digits are 8x8 originals,
 # so 8 px loses nothing and trains ~4x faster than 16 px. A run of minutes needs gentler crops
@@ -34,6 +41,11 @@ from fastclr.errors import UsageError
 # encoder (see tests/test_train_learning.py for what 4 epochs of it measure).
 DIGITS_PRESET = {"image_size": 8, "crop_scale": 0.25, "lars_lr": 4.0}
 LOSS_BACKENDS = ("auto", "reference", "chunked", "triton", "cuda")  # fastclr.ops.backends + auto
+
+METHOD_OPTIMIZERS = ", ".join(f"{m} {d.optimizer}" for m, d in DEFAULTS.items())
+METHOD_LRS = ", ".join(f"{m} {d.lr:g}" for m, d in DEFAULTS.items())
+METHOD_DECAYS = ", ".join(f"{m} {d.weight_decay:g}" for m, d in DEFAULTS.items())
+METHOD_WARMUPS = ", ".join(f"{m} {d.warmup_epochs:g}" for m, d in DEFAULTS.items())
 
 Check = tuple[Callable[[Any], bool], str]  # (is the value in range, what the range is)
 
@@ -89,6 +101,77 @@ class TrainConfig:
     workers: int | None = _opt(
         None, "data loader worker processes per rank; default: the loader's choice", _at_least(0)
     )
+    # method
+    method: str = _opt(
+        "simclr",
+        "self-supervised method: simclr (Chen et al. 2020) | moco (MoCo v2) | byol | simsiam | "
+        "swav; each brings its paper's optimizer, lr, heads and temperature (docs/methods.md)",
+        choices=METHOD_NAMES,
+    )
+    views: int = _opt(
+        2,
+        "global views per image (same size); simclr: V > 2 trains multi-view SimCLR through "
+        "sup_con; swav: its global crops; the other methods take exactly 2. Recommended: 2",
+        ((lambda v: v >= 2), ">= 2"),
+    )
+    loss: str | None = _opt(
+        None,
+        "simclr only: ntxent (default) | supcon (supervised contrastive, Khosla et al. 2020: "
+        "needs labelled data)",
+        choices=("ntxent", "supcon"),
+    )
+    local_views: int = _opt(
+        0,
+        "swav only: small multi-crop views per image, after the global ones. Recommended: 6 "
+        "(SwAV's 2x224 + 6x96)",
+        _at_least(0),
+    )
+    local_size: int | None = _opt(
+        None,
+        "swav only: side of the local views in pixels; default 96/224 of --image-size",
+        _at_least(1),
+    )
+    temperature: float | None = _opt(
+        None,
+        f"softmax temperature; default: {defaults_text('temperature')}. Recommended: simclr "
+        "0.1 (ImageNet, batch >= 1024), 0.2-0.5 (CIFAR)",
+        POSITIVE,
+    )
+    queue_size: int | None = _opt(
+        None,
+        f"moco: negatives in the queue; swav: stored embeddings added to Sinkhorn's batch (0 = "
+        f"none); default: {defaults_text('queue_size')}. Recommended: swav 3840 below batch 1024",
+        _at_least(0),
+    )
+    target_momentum: float | None = _opt(
+        None,
+        f"momentum of the key/target encoder (byol: its starting value, rising to 1 along a "
+        f"cosine); default: {defaults_text('target_momentum')}",
+        ((lambda v: 0 <= v < 1), "in [0, 1)"),
+    )
+    pred_hidden: int | None = _opt(
+        None, f"predictor hidden width; default: {defaults_text('pred_hidden')}", _at_least(1)
+    )
+    prototypes: int | None = _opt(
+        None, f"swav: number of prototypes; default: {defaults_text('prototypes')}", _at_least(1)
+    )
+    sinkhorn_epsilon: float | None = _opt(
+        None,
+        f"swav: Sinkhorn-Knopp entropy regularization; default: "
+        f"{defaults_text('sinkhorn_epsilon')}",
+        POSITIVE,
+    )
+    sinkhorn_iterations: int | None = _opt(
+        None,
+        f"swav: Sinkhorn-Knopp iterations; default: {defaults_text('sinkhorn_iterations')}",
+        _at_least(1),
+    )
+    freeze_prototypes_steps: int | None = _opt(
+        None,
+        "swav: steps at the start with the prototypes frozen; default: the first epoch (SwAV's "
+        "ImageNet recipe: 313)",
+        _at_least(0),
+    )
     # model
     arch: str = _opt(
         "resnet18",
@@ -103,11 +186,21 @@ class TrainConfig:
         "models keep their own. Recommended: auto",
         choices=("auto", "cifar", "imagenet"),
     )
-    proj_dim: int = _opt(128, "projection output width. Recommended: 128", _at_least(1))
-    proj_layers: int = _opt(
-        2,
-        "projection head layers: 2 (SimCLR v1) or 3 (SimCLR v2). Recommended: 2 (v1), 3 when "
-        "fine-tuning from the head's first layer as v2 does",
+    proj_dim: int | None = _opt(
+        None,
+        f"projection output width; default: {defaults_text('proj_dim')}",
+        _at_least(1),
+    )
+    proj_layers: int | None = _opt(
+        None,
+        f"projection head layers; default: {defaults_text('proj_layers')}. simclr: 2 (SimCLR "
+        "v1) or 3 (SimCLR v2, when fine-tuning from the head's first layer as v2 does)",
+        _at_least(1),
+    )
+    proj_hidden: int | None = _opt(
+        None,
+        f"projection head hidden width; default: {defaults_text('proj_hidden')} ((derived): "
+        "the backbone's feature width, 2048 for resnet50)",
         _at_least(1),
     )
     # optimization
@@ -120,33 +213,32 @@ class TrainConfig:
         "batch as negatives. Recommended: 4096 (ImageNet), 512-1024 (CIFAR)",
         ((lambda v: v >= 2), ">= 2 (NT-Xent needs another image in the batch as a negative)"),
     )
-    optimizer: str = _opt(
-        "lars", "lars | sgd | adamw. Recommended: lars", choices=("lars", "sgd", "adamw")
+    optimizer: str | None = _opt(
+        None,
+        f"lars | sgd | adamw; default: the method's ({METHOD_OPTIMIZERS})",
+        choices=("lars", "sgd", "adamw"),
     )
     lr: float | None = _opt(
         None,
-        "base learning rate for batch 256, scaled by batch/256; default per optimizer: "
-        "lars 0.3 (4.0 for the short digits demo), sgd 0.06, adamw 1e-3. "
-        "Recommended: 0.3 (lars, ImageNet), 1.0 (lars, CIFAR)",
+        f"base learning rate for batch 256, scaled by batch/256; default: the method's with its "
+        f"optimizer ({METHOD_LRS}; simclr 4.0 for the short digits demo), else per optimizer: "
+        "lars 0.3, sgd 0.06, adamw 1e-3. Recommended: simclr 0.3 (lars, ImageNet), 1.0 (CIFAR)",
         POSITIVE,
     )
     weight_decay: float | None = _opt(
         None,
-        "weight decay; default per optimizer: lars 1e-6, sgd 5e-4, adamw 1e-6",
+        f"weight decay; default: the method's with its optimizer ({METHOD_DECAYS}), else per "
+        "optimizer: lars 1e-6, sgd 5e-4, adamw 1e-6",
         ((lambda v: 0 <= v < math.inf), ">= 0 and finite"),
     )
     momentum: float = _opt(
         0.9, "momentum of lars and sgd. Recommended: 0.9", ((lambda v: 0 <= v < 1), "in [0, 1)")
     )
-    warmup_epochs: float = _opt(
-        10.0,
-        "linear warmup epochs (at most a tenth of the run). Recommended: 10",
+    warmup_epochs: float | None = _opt(
+        None,
+        f"linear warmup epochs (at most a tenth of the run); default: the method's "
+        f"({METHOD_WARMUPS})",
         ((lambda v: 0 <= v < math.inf), ">= 0 and finite"),
-    )
-    temperature: float = _opt(
-        0.2,
-        "NT-Xent temperature. Recommended: 0.1 (ImageNet, batch >= 1024), 0.2-0.5 (CIFAR)",
-        POSITIVE,
     )
     loss_backend: str = _opt(
         "auto",
@@ -165,7 +257,9 @@ class TrainConfig:
         ((lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None),
          "one of auto, cpu, cuda, cuda:N"),
     )  # fmt: skip
-    compile: bool = _opt(False, "torch.compile the model. Recommended: on for long GPU runs")
+    compile: bool = _opt(
+        False, "torch.compile the backbones (not the heads). Recommended: on for long GPU runs"
+    )
     channels_last: bool = _opt(True, "channels_last memory format. Recommended: on")
     gpus: int = _opt(
         0,
@@ -330,13 +424,36 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in values.items()}
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "configs"  # fastclr/configs/NAME.yaml
+
+
+def recipe_names() -> list[str]:
+    return sorted(path.stem for path in RECIPES.glob("*.yaml"))
+
+
+def find_config_file(name: str) -> Path:
+    """--config NAME: a file path, or the name of a paper recipe in fastclr/configs."""
+    path = Path(name).expanduser()
+    if path.exists() or path.suffix in (".yaml", ".yml", ".json"):
+        return path
+    recipe = RECIPES / f"{name}.yaml"
+    if recipe.is_file():
+        return recipe
+    raise UsageError(
+        f"--config {name}: no such file and no recipe of that name; pass a YAML/JSON file or "
+        f"one of the recipes: {', '.join(recipe_names())}"
+    )
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, plus --config. Unset flags stay off the namespace
     (argparse.SUPPRESS) so that a config file's values are not overwritten."""
     parser.add_argument(
         "--config",
         default=argparse.SUPPRESS,
-        help="YAML or JSON file of settings; flags override it",
+        help="YAML or JSON file of settings, or a paper recipe's name ("
+        + ", ".join(recipe_names())
+        + "; fastclr/configs); flags override it",
     )
     for f in dataclasses.fields(TrainConfig):
         meta = {k: v for k, v in f.metadata.items() if k not in ("help", "check")}
@@ -360,6 +477,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
     if config_file:
+        config_file = find_config_file(config_file)
         for name, value in load_config_file(config_file).items():
             if name not in FIELDS:
                 TrainConfig.from_dict({name: value})  # raises: names the unknown key
@@ -400,12 +518,24 @@ def resolve_config(
     check_device(cfg.device)
     check_data(cfg.data)
     check_tensorboard(cfg.tensorboard)
+    check_method_settings(cfg)
     values, notes = cfg.to_dict(), []
-    base_lr, weight_decay = OPTIMIZER_DEFAULTS[cfg.optimizer]
+    method = DEFAULTS[cfg.method]
+    for name, default in method.settings.items():
+        if values[name] is None:
+            values[name] = default
+    optimizer = values["optimizer"] = cfg.optimizer or method.optimizer
+    if optimizer == method.optimizer:
+        base_lr, weight_decay = method.lr, method.weight_decay
+    else:
+        base_lr, weight_decay = OPTIMIZER_DEFAULTS[optimizer]
+    if values["warmup_epochs"] is None:
+        values["warmup_epochs"] = float(method.warmup_epochs)
     if cfg.data == "digits":
         values["crop_scale"] = cfg.crop_scale or DIGITS_PRESET["crop_scale"]
         values["image_size"] = cfg.image_size or DIGITS_PRESET["image_size"]
-        base_lr = DIGITS_PRESET["lars_lr"] if cfg.optimizer == "lars" else base_lr
+        if cfg.method == "simclr" and optimizer == "lars":
+            base_lr = DIGITS_PRESET["lars_lr"]
     if values["image_size"] is None:
         values["image_size"], note = default_image_size_choice(cfg.data)
         if note:
@@ -422,6 +552,29 @@ def resolve_config(
             f"in {cfg.out} (--resume was {cfg.resume})"
         )
     return TrainConfig(**values), notes
+
+
+def check_method_settings(cfg: TrainConfig) -> None:
+    """UsageError for a setting given that --method does not read (never silently dropped)."""
+    for name in METHOD_FIELDS:
+        value = getattr(cfg, name)
+        if value is not None and name not in DEFAULTS[cfg.method].settings:
+            flag = "--" + name.replace("_", "-")
+            users = ", ".join(users_of(name))
+            raise UsageError(
+                f"{flag} {value}: --method {cfg.method} does not use it (it is a setting of "
+                f"{users}); drop {flag}, or pass --method {users_of(name)[0]}"
+            )
+    if cfg.views != 2 and cfg.method not in ("simclr", "swav"):
+        raise UsageError(
+            f"--views {cfg.views}: --method {cfg.method} trains on exactly 2 views; drop --views "
+            "(multi-view training: --method simclr or swav)"
+        )
+    if cfg.local_views and cfg.method != "swav":
+        raise UsageError(
+            f"--local-views {cfg.local_views}: only --method swav uses multi-crop local views; "
+            "drop --local-views"
+        )
 
 
 def check_data(data: str) -> None:

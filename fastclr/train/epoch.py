@@ -1,9 +1,10 @@
-"""One SimCLR step and one epoch of them.
+"""One training step of a method (fastclr/methods) and one epoch of them.
 
-One step: two augmented views of a batch go through the network as one batch of 2B images (so BN
-statistics cover both views, as in SimCLR), the projections z1, z2 give the NT-Xent loss (with
-negatives gathered from every rank when distributed), and LARS/SGD/AdamW takes a step at the
-scheduled learning rate.
+One step: the loader's views of a batch go to the method, which returns its loss (SimCLR: the
+views as one batch of V*B images through the network, NT-Xent with negatives from every rank);
+LARS/SGD/AdamW takes a step at the scheduled learning rate (groups marked fixed_lr at the peak);
+then the method's after_step runs (momentum encoders, queues). `simclr_step` is the plain SimCLR
+step on a SimCLRModel, as the benchmarks time it.
 
 Host syncs are deliberate and few: the loss is read (`.item()`) only on logged steps and before a
 checkpoint. A non-finite loss is caught by a flag accumulated on the device every step, so no
@@ -54,6 +55,27 @@ def simclr_step(
     return loss.detach()
 
 
+def method_step(run: Run, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """One update of run.raw_model's method at step run.step; returns the detached loss."""
+    method, optimizer, scaler = run.raw_model, run.optimizer, run.scaler
+    views = [view.contiguous(memory_format=run.memory_format) for view in views]
+    with run.amp:
+        loss = run.model(views, labels, run.step)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    method.after_backward(run.step)
+    scaler.step(optimizer)
+    scaler.update()
+    method.after_step(run.step, run.total_steps)
+    return loss.detach()
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float) -> None:
+    """Every group at `lr`, except those marked fixed_lr (SimSiam's predictor) at `peak_lr`."""
+    for group in optimizer.param_groups:
+        group["lr"] = peak_lr if group.get("fixed_lr") else lr
+
+
 def train_one_epoch(run: Run, epoch: int, meter: StepMeter) -> bool:
     """Train `epoch` from run.step_in_epoch (non-zero only in a resumed epoch) until its end or
     run.stop_at; checkpoints every --checkpoint-every steps and at the stop. Returns whether the
@@ -73,15 +95,10 @@ def train_one_epoch(run: Run, epoch: int, meter: StepMeter) -> bool:
             raise NonFiniteLossError(run.nonfinite_message(f"the loss became {value}"))
         return value
 
-    for view1, view2, _ in batches:
+    for *views, labels in batches:
         lr = run.schedule(run.step)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
-        loss = simclr_step(
-            run.model, run.optimizer, run.scaler, view1, view2,
-            temperature=cfg.temperature, loss_backend=cfg.loss_backend, amp=run.amp,
-            memory_format=run.memory_format, gather_distributed=run.env.world_size > 1,
-        )  # fmt: skip
+        set_learning_rate(run.optimizer, lr, run.schedule.peak_lr)
+        loss = method_step(run, views, labels)
         nonfinite |= ~torch.isfinite(loss)  # no sync: checked when the loss is read
         run.step += 1
         run.step_in_epoch += 1

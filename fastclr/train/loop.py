@@ -19,7 +19,7 @@ from fastclr.train.run import Run
 
 
 def train(cfg: TrainConfig, env: DistEnv | None = None) -> dict[str, Any]:
-    """Train SimCLR as `cfg` says; returns a summary (kNN before/after, images/s, final loss).
+    """Train cfg.method as `cfg` says; returns a summary (kNN before/after, images/s, final loss).
 
     env: this process's place in the job (fastclr.distributed.init_from_env); default: a single
     process on the GPU if there is one, else the CPU.
@@ -74,8 +74,9 @@ def train(cfg: TrainConfig, env: DistEnv | None = None) -> dict[str, Any]:
         )
         log.log("run", run.step, event="end", **summary)
         if images_per_s is not None:
+            views = cfg.views + cfg.local_views
             log.print(
-                f"done: {run.step} steps, {images_per_s:.1f} images/s (each image = 2 views), "
+                f"done: {run.step} steps, {images_per_s:.1f} images/s (each image = {views} views), "
                 f"{format_duration(meter.train_seconds)} training time"
             )
         if summary["knn_final"] is not None:
@@ -127,7 +128,7 @@ def log_start(run: Run) -> None:
         steps_per_epoch=run.steps_per_epoch, loader=backend,
     )  # fmt: skip
     run.logger.print(
-        f"training {cfg.arch} ({cfg.stem} stem) on {cfg.data} at {cfg.image_size}px: "
+        f"training {cfg.method}: {cfg.arch} ({cfg.stem} stem) on {cfg.data} at {cfg.image_size}px: "
         f"{cfg.epochs} epochs x {run.steps_per_epoch} steps, batch {cfg.batch_size}, "
         f"{cfg.optimizer} peak lr {run.schedule.peak_lr:.4g}, {run.precision} on {run.device} "
         f"x{run.env.world_size}, loss backend {cfg.loss_backend}, loader {backend}"

@@ -28,7 +28,7 @@ from fastclr import checkpoint
 from fastclr.distributed.batchnorm import convert_sync_batchnorm
 from fastclr.distributed.env import DistEnv
 from fastclr.errors import UsageError
-from fastclr.model import build_model
+from fastclr.methods.registry import build_method
 from fastclr.optim import build_optimizer, build_schedule
 from fastclr.run_lock import hold_run_folder
 from fastclr.train.config import TrainConfig
@@ -36,9 +36,12 @@ from fastclr.train.logging import RunLogger
 from fastclr.train.seeding import seed_everything
 
 # Fields that fix the network's shapes: a checkpoint with different values cannot be resumed.
-SHAPE_FIELDS = ("arch", "stem", "proj_dim", "proj_layers", "image_size")
+SHAPE_FIELDS = (
+    "method", "arch", "stem", "proj_dim", "proj_layers", "proj_hidden", "pred_hidden",
+    "prototypes", "queue_size", "image_size",
+)  # fmt: skip
 # What checkpoints written before a shape field existed hold for it (the one fixed value then).
-SHAPE_FIELDS_BEFORE = {"proj_layers": 2}
+SHAPE_FIELDS_BEFORE = {"method": "simclr", "proj_layers": 2}
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
@@ -63,11 +66,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def augment_config(cfg: TrainConfig):
-    """The data's default augmentation for cfg.image_size with cfg.crop_scale as the crop floor."""
+    """The data's default augmentation for cfg.image_size with cfg.crop_scale as the crop floor,
+    and the views the method trains on: cfg.views global views, cfg.local_views small ones of
+    side cfg.local_size (default: AugmentConfig's, 96/224 of the image size as SwAV's 224 + 96 px
+    crops). The view fields are passed only when they differ from the two-view default."""
     from fastclr.data import AugmentConfig
 
     default = AugmentConfig.for_image_size(cfg.image_size)
-    return dataclasses.replace(default, scale=(cfg.crop_scale, default.scale[1]))
+    views: dict[str, Any] = {}  # the fields that differ from the default
+    if cfg.views != 2:
+        views["num_views"] = cfg.views
+    if cfg.local_views:
+        views["local_views"] = cfg.local_views
+    if cfg.local_size is not None:
+        views["local_size"] = cfg.local_size
+    if cfg.crop_scale is not None:
+        views["scale"] = (cfg.crop_scale, default.scale[1])
+    return dataclasses.replace(default, **views)
 
 
 def find_resume_state(cfg: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
@@ -112,7 +127,7 @@ def weights_finite(model: nn.Module) -> bool:
 class Run:
     """What one run trains and where it stands.
 
-    Parts: loader, raw_model (the SimCLRModel), model (what steps call: compiled and/or DDP),
+    Parts: loader, raw_model (the fastclr.methods Method), model (what steps call: compiled and/or DDP),
     optimizer, schedule, scaler, amp (autocast context or a null one), memory_format.
     Position: step (optimizer steps done), epoch, step_in_epoch; resume_rng: this rank's RNG state
     to restore after redrawing the first `step_in_epoch` batches of a resumed epoch (else None).
@@ -203,28 +218,26 @@ class Run:
             rank=self.env.rank,
             world_size=world_size,
             strict=False,
-            augment=None if cfg.crop_scale is None else augment_config(cfg),
+            augment=augment_config(cfg),
             **({} if cfg.workers is None else {"num_workers": cfg.workers}),
         )
         self.steps_per_epoch = len(self.loader)
-        total_steps = cfg.epochs * self.steps_per_epoch
-        self.stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps > 0 else total_steps
-        seed_everything(cfg.seed)  # the initial weights: the same seed on every rank
-        raw_model = build_model(
-            cfg.arch,
-            image_size=cfg.image_size,
-            stem=cfg.stem,
-            proj_dim=cfg.proj_dim,
-            proj_layers=cfg.proj_layers,
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.stop_at = (
+            min(self.total_steps, cfg.max_steps) if cfg.max_steps > 0 else self.total_steps
         )
+        seed_everything(cfg.seed)  # the initial weights: the same seed on every rank
+        raw_model = build_method({**cfg.to_dict(), "steps_per_epoch": self.steps_per_epoch})
+        raw_model.check_data(self.loader.num_images, cfg.batch_size)
         if not cfg.channels_last:
             raw_model = raw_model.to(memory_format=torch.contiguous_format)
-        if world_size > 1:  # SimCLR's global BN: the head's BN sees the whole batch
-            raw_model.head = convert_sync_batchnorm(raw_model.head, device)
+        if world_size > 1:  # the heads' BN sees the whole batch (SimCLR's global BN)
+            for name in raw_model.global_bn:
+                setattr(raw_model, name, convert_sync_batchnorm(getattr(raw_model, name), device))
         self.raw_model = raw_model.to(device)
         self.optimizer = build_optimizer(
             cfg.optimizer, raw_model, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            momentum=cfg.momentum,
+            momentum=cfg.momentum, fixed_lr=raw_model.fixed_lr_parameters(),
         )  # fmt: skip
         self.schedule = build_schedule(
             base_lr=cfg.lr,
@@ -234,7 +247,11 @@ class Run:
             warmup_epochs=cfg.warmup_epochs,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
-        model: nn.Module = torch.compile(raw_model) if cfg.compile else raw_model
+        if cfg.compile:  # the encoders only: the methods' steps hold queues, collectives, ints
+            for name, module in raw_model.named_children():
+                if name.endswith("backbone"):
+                    module.compile()  # in place: state_dict keys unchanged
+        model: nn.Module = raw_model
         if world_size > 1:
             device_ids = [device.index] if device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(
@@ -273,11 +290,16 @@ class Run:
 
     def nonfinite_message(self, what: str) -> str:
         cfg, epoch = self.cfg, (self.step - 1) // self.steps_per_epoch  # the last step's epoch
+        temperature = (
+            f", a higher --temperature (now {cfg.temperature})"
+            if cfg.temperature is not None
+            else ""
+        )
         return (
             f"{what} at step {self.step} (epoch {epoch + 1}); training stopped. The last good "
             f"checkpoint is {self.last_checkpoint}. Try: a lower --lr (now {cfg.lr}), "
-            f"--precision fp32 (now {cfg.precision}), a higher --temperature (now "
-            f"{cfg.temperature}), or a longer --warmup-epochs (now {cfg.warmup_epochs})."
+            f"--precision fp32 (now {cfg.precision}){temperature}, or a longer --warmup-epochs "
+            f"(now {cfg.warmup_epochs})."
         )
 
     def save(self, epoch: int, step_in_epoch: int) -> None:
