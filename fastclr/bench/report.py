@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastclr.bench import report_sections
+from fastclr.bench import report_family, report_sections
 from fastclr.bench.report_inputs import LOSS, STATIC_DIR, Run, load
 from fastclr.bench.static.render import report_section
 from fastclr.errors import UsageError
@@ -406,6 +406,7 @@ def generate(results_dir: Path, out: Path | None = None, plots: bool = True) -> 
         if plot is not None:
             written[(device.slug, "throughput")] = [plot]
         extra[device.slug] = report_sections.throughput_lines(rows, plot, out)
+        extra[device.slug] += report_family.family_lines(runs, device.slug)
         extra[device.slug] += report_sections.acceptance_lines(stages, device.slug)
     if plots:
         try:
