@@ -108,6 +108,7 @@ def run_family(ctx: Context) -> dict:
         ctx,
         "family",
         [
+            "--bench-impls=" + ",".join(sizes.family_members),
             "--bench-rows=" + ",".join(map(str, sizes.family_rows)),
             "--bench-dtypes=" + ",".join(sizes.family_dtypes),
             f"--bench-target-s={sizes.loss_target_s:g}",
