@@ -3,7 +3,9 @@
     pytest bench/test_bench_family.py --benchmark-only      forward+backward of both sides at M rows
         (--bench-rows, else FASTCLR_BENCH_FAMILY_ROWS, else 1024,4096 on CPU and 4096,16384 on
         GPU), D = --bench-dims' first or 128, dtypes --bench-dtypes (fp32 on CPU; bf16, fp32 on
-        GPU); results in <--bench-results>/<device>/<--bench-prefix>family-<UTC time>.json
+        GPU), --bench-impls: only these members (sup_con, dcl, dclw, clip); results in
+        <--bench-results>/<device>/<--bench-prefix>family-<UTC time>.json, rewritten after every
+        case (schema fastclr-bench-family/1; a case that fails its check is recorded as failed)
     pytest bench/test_bench_family.py                       (CI) each case once at M = 64: the
         value and gradient check against the peer, no timing, no memory probe, nothing saved
 

@@ -1,6 +1,7 @@
 """`fastclr bench report`: the JSON results under bench/results/ as a Markdown report with PNG plots
 (log-log time and peak memory vs batch size, one line per implementation; training and loading
-images/s), the GPU acceptance run's stages and the static estimates beside the measured figures.
+images/s), the loss family against the peers (report_family.py), the GPU acceptance run's stages
+and the static estimates beside the measured figures.
 
 Input: every bench/results/<device-slug>/*.json (read and checked by report_inputs.py: an unreadable
 or incomplete results file stops the report with a UsageError naming it). Per device, the newest
