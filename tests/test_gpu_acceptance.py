@@ -36,12 +36,20 @@ def test_dry_run_runs_every_stage_then_resumes(tmp_path: Path) -> None:
     for name, record in records.items():
         allowed = ("ok", "skipped") if name == "data" else ("ok",)  # data: when DALI is missing
         assert record["status"] in allowed, (name, record.get("error"))
-    for name in ("loss-bf16", "loss-fp16", "loss-fp32", "budget"):
+    for name in ("loss-bf16", "loss-fp16", "loss-fp32", "family", "budget"):
         assert Path(records[name]["result"]["results_file"]).is_file()
+    family = json.loads(Path(records["family"]["result"]["results_file"]).read_text())
+    assert family["schema"] == "fastclr-bench-family/1"
+    assert {r["member"] for r in family["results"]} == set(DRY_SIZES.family_members)
+    for r in family["results"]:  # measured, or why not (a peer missing here) in the stage record
+        assert r["status"] in ("ok", "unavailable"), r
+        if r["status"] == "unavailable":
+            assert r["reason"] in records["family"]["result"]["not_measured"]
     report = (results / "REPORT.md").read_text()
     assert "GPU acceptance run (`fastclr bench gpu`) — DRY RUN" in report
     assert "Largest batch whose forward+backward fits 1 MiB" in report
     assert "step: synthetic, fused loss, eager, channels_last, bf16" in report
+    assert "### Loss family against the peers (forward+backward)" in report
     pngs = list((results / "plots").glob("*.png"))
     assert any(p.name.endswith("-throughput.png") for p in pngs) and len(pngs) >= 5
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)

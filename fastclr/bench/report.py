@@ -1,6 +1,7 @@
 """`fastclr bench report`: the JSON results under bench/results/ as a Markdown report with PNG plots
 (log-log time and peak memory vs batch size, one line per implementation; training and loading
-images/s), the GPU acceptance run's stages and the static estimates beside the measured figures.
+images/s), the loss family against the peers (report_family.py), the GPU acceptance run's stages
+and the static estimates beside the measured figures.
 
 Input: every bench/results/<device-slug>/*.json (read and checked by report_inputs.py: an unreadable
 or incomplete results file stops the report with a UsageError naming it). Per device, the newest
@@ -13,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastclr.bench import report_sections
+from fastclr.bench import report_family, report_sections
 from fastclr.bench.report_inputs import LOSS, STATIC_DIR, Run, load
 from fastclr.bench.static.render import report_section
 from fastclr.errors import UsageError
@@ -406,6 +407,7 @@ def generate(results_dir: Path, out: Path | None = None, plots: bool = True) -> 
         if plot is not None:
             written[(device.slug, "throughput")] = [plot]
         extra[device.slug] = report_sections.throughput_lines(rows, plot, out)
+        extra[device.slug] += report_family.family_lines(runs, device.slug)
         extra[device.slug] += report_sections.acceptance_lines(stages, device.slug)
     if plots:
         try:

@@ -3,6 +3,7 @@
     fastclr-bench/1         loss suite (bench/conftest.py's harness)       -> Run
     fastclr-bench-train/1   training-step images/s                         -> Run
     fastclr-bench-data/1    loader images/s                                -> Run
+    fastclr-bench-family/1  loss family vs the peers (bench/test_bench_family.py) -> Run
     fastclr-acceptance/1    one stage of `fastclr bench gpu`               -> Stage record (dict)
     static/**               `fastclr bench static`'s figures (rendered by fastclr/bench/static/render.py)
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from fastclr.errors import UsageError
 
 LOSS, TRAIN, DATA = "fastclr-bench/1", "fastclr-bench-train/1", "fastclr-bench-data/1"
+FAMILY = "fastclr-bench-family/1"
 ACCEPTANCE = "fastclr-acceptance/1"
 STATIC_DIR = "static"
 
@@ -28,12 +30,14 @@ RECORD_KEYS = {
     LOSS: {"suite": str, "impl": str, "status": str},
     TRAIN: {"arch": str, "batch_size": int},
     DATA: {"case": str},
+    FAMILY: {"member": str, "side": str, "rows": int, "dim": int, "dtype": str, "status": str},
 }
 LOSS_CASE_KEYS = {"mode": str, "rows": int, "dim": int, "dtype": str}
 OK_KEYS = {
     LOSS: {"time": dict},
     TRAIN: {"images_per_s": NUMBER},
     DATA: {"images_per_s": NUMBER},
+    FAMILY: {"time": dict},
 }
 
 
@@ -84,7 +88,7 @@ def check_run(path: Path, data: dict) -> Run:
             _check(path, f"results[{i}]", record, LOSS_CASE_KEYS)
         if record.get("status", "ok") == "ok":
             _check(path, f"results[{i}]", record, OK_KEYS[schema])
-            if schema == LOSS:
+            if schema in (LOSS, FAMILY):
                 _check(path, f"results[{i}]['time']", record["time"], {"median_s": NUMBER})
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
     return Run(path, schema, data["env"], settings, data["results"])

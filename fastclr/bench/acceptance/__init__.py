@@ -7,6 +7,10 @@ Stages, in order (one module each; every stage < 5 min on an H100, the whole run
     loss-bf16  the loss grid of bench/ (correctness-gated timing, peak memory) in one dtype
     loss-fp16    (loss.py, through bench/conftest.py's harness in a pytest subprocess)
     loss-fp32
+    family     sup_con, DCL, DCLW, CLIP (default backend) vs pytorch-metric-learning, lightly and
+               OpenCLIP: checked, then time and peak memory, M 4096 and 16384, bf16 and fp32
+               (loss.py runs bench/test_bench_family.py; a peer that does not import: its cases
+               are recorded as unavailable, with the reason, in the stage record)
     budget     largest 2N whose forward+backward fits 1 GiB and the whole device, up to 2^20
     train      ResNet-50 training step images/s: eager, torch.compile, torchvision loader (train.py)
     data       DALI GPU augmentation images/s, or why DALI does not import           (data.py)
@@ -26,6 +30,7 @@ STAGE_NAMES = (
     "loss-bf16",
     "loss-fp16",
     "loss-fp32",
+    "family",
     "budget",
     "train",
     "data",

@@ -20,6 +20,10 @@ class Sizes:
     loss_impls: tuple[str, ...]
     loss_target_s: float  # seconds spent timing one case
     loss_max_call_s: float
+    family_members: tuple[str, ...]  # the family-vs-peers stage (bench/test_bench_family.py)
+    family_rows: tuple[int, ...]
+    family_dtypes: tuple[str, ...]
+    family_deadline_s: float
     budget_mib: str  # --bench-budget-mib: "1024,device"
     budget_max_rows: int
     budget_dtypes: tuple[str, ...]
@@ -43,6 +47,10 @@ GPU_SIZES = Sizes(
     loss_impls=("reference", "reference-compiled", "chunked", "triton", "cuda", "matmul-floor"),
     loss_target_s=0.25,
     loss_max_call_s=2.0,
+    family_members=("sup_con", "dcl", "dclw", "clip"),
+    family_rows=(4096, 16384),
+    family_dtypes=("bfloat16", "float32"),
+    family_deadline_s=100.0,
     budget_mib="1024,device",
     budget_max_rows=2**20,
     budget_dtypes=("bfloat16",),  # fp32 doubles the stage (a chunked fp32 oracle at 2^20 rows)
@@ -66,6 +74,10 @@ DRY_SIZES = Sizes(
     loss_impls=("reference", "chunked", "triton", "cuda", "matmul-floor"),
     loss_target_s=0.01,
     loss_max_call_s=2.0,
+    family_members=("dcl", "clip"),  # each measured case spawns a memory probe (~5 s on 2 cores)
+    family_rows=(64,),
+    family_dtypes=("float32",),
+    family_deadline_s=60.0,
     budget_mib="1,device",
     budget_max_rows=256,
     budget_dtypes=("float32",),

@@ -35,6 +35,7 @@ STAGES = (
     Stage("loss-bf16", lambda ctx: loss.run_grid(ctx, "bf16"), loss.summary, True, 110),
     Stage("loss-fp16", lambda ctx: loss.run_grid(ctx, "fp16"), loss.summary, True, 110),
     Stage("loss-fp32", lambda ctx: loss.run_grid(ctx, "fp32"), loss.summary, True, 110),
+    Stage("family", loss.run_family, loss.summary, True, 90),
     Stage("budget", loss.run_budget, loss.summary, True, 120),
     Stage("train", train.run, train.summary, True, 120),
     Stage("data", data.run, data.summary, True, 15),
