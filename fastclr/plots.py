@@ -41,6 +41,15 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def _is_two_view_nt_xent(config: dict) -> bool:
+    """SimCLR with two views and NT-Xent (what runs logged before --method/--views/--loss ran)."""
+    return (
+        config.get("method", "simclr") == "simclr"
+        and config.get("views", 2) == 2
+        and config.get("loss") in (None, "ntxent")
+    )
+
+
 def plot_training_run(log_path: str | Path, png_path: str | Path) -> Path:
     """Loss and learning rate per logged step, kNN top-1 per epoch, from log.jsonl -> one PNG."""
     records = read_log(log_path)
@@ -60,11 +69,14 @@ def plot_training_run(log_path: str | Path, png_path: str | Path) -> Path:
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), constrained_layout=True)
     x = [r["step"] for r in steps]
     axes[0].plot(x, [r["loss"] for r in steps], color="tab:blue")
-    batch = next((r["config"].get("batch_size") for r in records if "config" in r), None)
-    if batch:  # a random encoder's loss: the positive is one of the 2N - 1 candidates
+    config = next((r["config"] for r in records if "config" in r), {})
+    batch = config.get("batch_size")
+    if batch and _is_two_view_nt_xent(config):
+        # A random encoder's loss: the positive is one of the 2N - 1 candidates.
         axes[0].axhline(math.log(2 * batch - 1), ls=":", color="grey", label="chance log(2N-1)")
         axes[0].legend(fontsize=8)
-    axes[0].set(xlabel="step", ylabel="NT-Xent loss", title="training loss")
+    loss_name = "NT-Xent loss" if _is_two_view_nt_xent(config) else "loss"
+    axes[0].set(xlabel="step", ylabel=loss_name, title="training loss")
     axes[1].plot(x, [r["lr"] for r in steps], color="tab:green")
     axes[1].set(xlabel="step", ylabel="learning rate", title="schedule")
     if knn:

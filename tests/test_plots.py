@@ -10,8 +10,9 @@ from fastclr.errors import UsageError
 from fastclr.plots import plot_training_run, read_log
 
 
-def write_log(folder, *, truncate_last: bool = False) -> None:
-    records = [{"kind": "run", "step": 0, "event": "start", "config": {"batch_size": 64}},
+def write_log(folder, *, truncate_last: bool = False, config: dict | None = None) -> None:
+    config = {"batch_size": 64} if config is None else config
+    records = [{"kind": "run", "step": 0, "event": "start", "config": config},
                {"kind": "knn", "step": 0, "epoch": 0, "top1": 70.0}]  # fmt: skip
     for step in range(1, 21):
         records.append({"kind": "step", "step": step, "loss": 5 - step / 10, "lr": 0.1 * step})
@@ -27,6 +28,30 @@ def test_training_run_plot_is_a_png(tmp_path):
     png = plot_training_run(tmp_path / "log.jsonl", tmp_path / "curves.png")
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000
+
+
+@pytest.mark.parametrize(
+    ("config", "chance"),
+    [
+        ({"batch_size": 64}, True),  # logged before --method existed: SimCLR, two views
+        ({"batch_size": 64, "method": "simclr", "views": 2, "loss": "ntxent"}, True),
+        ({"batch_size": 64, "method": "byol"}, False),
+        ({"batch_size": 64, "method": "simclr", "views": 4}, False),
+        ({"batch_size": 64, "method": "simclr", "loss": "supcon"}, False),
+    ],
+)
+def test_chance_line_only_for_two_view_nt_xent(tmp_path, monkeypatch, config, chance):
+    """log(2N - 1) is a random encoder's NT-Xent loss with two views; other losses get no line."""
+    import matplotlib.axes
+
+    lines = []
+    real = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "axhline", lambda self, *a, **k: lines.append(a) or real(self, *a, **k)
+    )
+    write_log(tmp_path, config=config)
+    plot_training_run(tmp_path / "log.jsonl", tmp_path / "curves.png")
+    assert bool(lines) is chance
 
 
 def test_corrupt_log_line_and_empty_log_are_named(tmp_path):

@@ -31,8 +31,7 @@ TEMPLATE_DTYPES = {"I13__nv_bfloat16": "bf16", "I6__half": "fp16", "If": "fp32"}
 # The kernels' second template argument (kVec): "Lb1E" = 16-byte cp.async copies, "Lb0E" = scalar.
 VARIANTS = {"Lb1E": "16-byte", "Lb0E": "element-wise"}
 # The size the target is stated at (issue #14), and the plain PyTorch reference's ESTIMATE there
-# (forward + backward, bf16, H100 SXM: ~15 passes over the C x C scores; /work/shared/KERNEL-REVIEW.md
-# and docs/static-analysis.md).
+# (forward + backward, bf16, H100 SXM: ~15 passes over the C x C scores; docs/static-analysis.md).
 ESTIMATE_ROWS = 8192
 ESTIMATE_DIM = 128
 REFERENCE_ESTIMATE_US = (750.0, 900.0)

@@ -227,7 +227,7 @@ def cuda_estimate_lines(
         "",
         "ESTIMATED µs of the roofline model (docs/static-analysis.md), from lower-bound instruction "
         "counts and without memory latency: lower bounds of the model, never measured. Reference: "
-        "the plain PyTorch loss's ESTIMATE (~15 passes over C×C, /work/shared/KERNEL-REVIEW.md).",
+        "the plain PyTorch loss's ESTIMATE (~15 passes over C×C, docs/static-analysis.md).",
         "",
         "| dtype | est. forward µs (overlapped / serialized) | est. backward µs | "
         "est. forward + backward µs (serialized) | est. plain reference µs | below the reference? |",
