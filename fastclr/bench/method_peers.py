@@ -46,6 +46,9 @@ SCHEMA = "fastclr.method_peers/1"
 # MoCo's paper queue (65,536) is larger than small datasets (digits: 1,437 training images) and
 # fastclr refuses it there; both sides get this one, capped at the dataset's size.
 DIGITS_QUEUE = 1024
+# SwAV's 3,000 prototypes are three per ImageNet class and more than a small batch can spread its
+# codes over (fastclr refuses batch + queue < prototypes); both sides get three per digit class.
+DIGITS_PROTOTYPES = 30
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ def fastclr_flags(method: str, s: PeerSettings, out: Path) -> list[str]:
         flags = ["--method", method, *flags]
     if method == "moco":
         flags += ["--queue-size", str(min(DIGITS_QUEUE, train_images(s.data, s.image_size)))]
+    if method == "swav":
+        flags += ["--prototypes", str(DIGITS_PROTOTYPES)]
     return flags
 
 
