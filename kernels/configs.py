@@ -48,7 +48,8 @@ def feature_block(num_features: int, elem_bytes: int = 2) -> tuple[int, bool]:
     return CHUNK_BLOCK_D, False
 
 
-def _config(block_m: int, block_n: int, num_warps: int, num_stages: int) -> triton.Config:
+def config(block_m: int, block_n: int, num_warps: int, num_stages: int) -> triton.Config:
+    """One tuning config: a (BLOCK_M, BLOCK_N) tile with num_warps warps and num_stages stages."""
     return triton.Config(
         {"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=num_warps, num_stages=num_stages
     )
@@ -56,9 +57,9 @@ def _config(block_m: int, block_n: int, num_warps: int, num_stages: int) -> trit
 
 def forward_configs() -> list[triton.Config]:
     if INTERPRET:
-        return [_config(64, 128, 4, 1)]
+        return [config(64, 128, 4, 1)]
     return [
-        _config(block_m, block_n, num_warps, num_stages)
+        config(block_m, block_n, num_warps, num_stages)
         for block_m, block_n, num_warps, num_stages in [
             (64, 64, 4, 3),
             (64, 128, 4, 3),
@@ -78,9 +79,9 @@ def backward_configs() -> list[triton.Config]:
     (their SASS issues 3 MUFU.EX2 and 40+ instructions per score element instead of 1.5 and ~23, see
     bench/results/static/), and M64_N128_w8 spills on sm_90."""
     if INTERPRET:
-        return [_config(64, 128, 4, 1)]
+        return [config(64, 128, 4, 1)]
     return [
-        _config(block_m, block_n, num_warps, num_stages)
+        config(block_m, block_n, num_warps, num_stages)
         for block_m, block_n, num_warps, num_stages in [
             (64, 32, 4, 3),
             (64, 64, 4, 3),
@@ -96,9 +97,9 @@ def weights_configs() -> list[triton.Config]:
     """The large-D weights kernel (kernels/nt_xent_weights.py): a score tile over D in CHUNK_BLOCK_D
     chunks and one store, the forward's shapes."""
     if INTERPRET:
-        return [_config(32, 64, 4, 1)]
+        return [config(32, 64, 4, 1)]
     return [
-        _config(block_m, block_n, num_warps, num_stages)
+        config(block_m, block_n, num_warps, num_stages)
         for block_m, block_n, num_warps, num_stages in [
             (128, 128, 8, 3),
             (128, 64, 4, 3),

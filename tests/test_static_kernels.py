@@ -136,7 +136,7 @@ def test_every_case_keeps_a_config_and_the_prune_model_is_an_upper_bound(
 
     for row in analysed:
         if row["kept"] and "error" not in row:
-            config = configs._config(
+            config = configs.config(
                 row["block_m"], row["block_n"], row["num_warps"], row["num_stages"]
             )
             elem = 4 if row["precision"].startswith("fp32") else 2
@@ -165,8 +165,8 @@ def test_prune_uses_the_device_limit_and_falls_back(monkeypatch: pytest.MonkeyPa
         return 99 * 1024
 
     monkeypatch.setattr(configs, "device_smem_limit", limit)
-    regular = [configs._config(64, 64, 4, 3), configs._config(128, 64, 8, 3)]
-    fallback = [configs._config(*key) for key in configs._FALLBACK_CONFIGS["forward"]]
+    regular = [configs.config(64, 64, 4, 3), configs.config(128, 64, 8, 3)]
+    fallback = [configs.config(*key) for key in configs._FALLBACK_CONFIGS["forward"]]
     zc = torch.empty(4, 128, dtype=torch.float32)
     kept = configs.prune_forward(
         regular + fallback, {"ZC_ptr": zc}, BLOCK_D=128, SINGLE_D=True, DOT_PRECISION="tf32x3"
@@ -186,7 +186,7 @@ def test_prune_uses_the_device_limit_and_falls_back(monkeypatch: pytest.MonkeyPa
 def test_tf32x3_costs_shared_memory() -> None:
     from fastclr.kernels import configs
 
-    config = configs._config(64, 64, 4, 3)
+    config = configs.config(64, 64, 4, 3)
     tf32 = configs.shared_memory_bytes(config, "forward", 128, True, 4, "tf32")
     tf32x3 = configs.shared_memory_bytes(config, "forward", 128, True, 4, "tf32x3")
     assert tf32x3 > tf32 > configs.shared_memory_bytes(config, "forward", 128, True, 2, "tf32")
