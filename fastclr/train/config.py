@@ -107,9 +107,9 @@ class TrainConfig:
     view_blur_p: tuple[float, ...] | None = _opt(
         None,
         "Gaussian blur probability of each global view, comma-separated, one per --views (e.g. "
-        f"1.0,0.1); default: {defaults_text('view_blur_p')} (Grill et al. 2020, table 6), the "
-        "other methods the data's for every view (0.5); below 96 px no blur for any method "
-        "unless given (the papers' CIFAR runs)",
+        f"1.0,0.1); default: {defaults_text('view_blur_p')} (Grill et al. 2020, table 6), other "
+        "methods 0.5 for every view; below 96 px no blur for any method unless given (the "
+        "papers' CIFAR runs). Local views keep the data's blur",
         PROBABILITY,
         metavar="P1,P2",
     )
