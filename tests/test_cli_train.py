@@ -51,6 +51,14 @@ FLAG_CASES = {
     "data-missing": (["--data", "no/such/folder"], ["--data no/such/folder", "no such folder"]),
     "arch-unknown": (["--arch", "resnet5"], ["--arch 'resnet5'", "did you mean", "resnet50"]),
     "stem-on-vit": (["--arch", "vit_b_16", "--stem", "cifar"], ["--stem cifar", "ResNet"]),
+    "view-blur-p-count": (
+        ["--method", "byol", "--view-blur-p", "1.0,0.1,0.5"],
+        ["--view-blur-p 1,0.1,0.5", "for --views 2", "one per global view"],
+    ),
+    "view-solarize-p-range": (
+        ["--view-solarize-p", "0.0,1.5"],
+        ["--view-solarize-p 0.0,1.5", "in [0, 1]"],
+    ),
 }
 
 
@@ -72,6 +80,7 @@ FILE_CASES = {
     "fraction": ("epochs: 1.5\n", ["epochs: in", "whole number"]),
     "quoted-bool": ('channels_last: "no"\n', ["channels_last: in", "true or false"]),
     "malformed": ("epochs: [1\n", ["not valid YAML at line 2", "fix the file"]),
+    "per-view": ("view_blur_p: [1.0, 2]\n", ["view_blur_p: in", "1.0,2", "in [0, 1]"]),
 }
 
 

@@ -17,8 +17,10 @@ import torch
 
 from fastclr.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from fastclr.cli.main import main
-from fastclr.data import AugmentConfig
+from fastclr.data import AugmentConfig, build_train_loader
 from fastclr.errors import UsageError
+from fastclr.train.config import TrainConfig, resolve_config
+from fastclr.train.run import augment_config
 from tests.test_train_loop import TINY, step_losses
 
 # SwAV's Sinkhorn and loss live in fastclr.ops (sinkhorn.py, swav_loss.py), merged separately.
@@ -114,6 +116,27 @@ def test_settings_a_method_cannot_use_exit_2(flags, message, tmp_path):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(("size", "byol_blur"), [(96, (1.0, 0.1)), (32, (0.0, 0.0))])
+def test_byol_loader_draws_asymmetric_views_simclr_alike_ones(size, byol_blur):
+    """The loader the trainer builds: BYOL's views differ (blur 1.0 / 0.1 from 96 px on, none
+    below; solarization 0 / 0.2 at every size), SimCLR's two are the same draw."""
+    specs = {}
+    for method in ("byol", "simclr"):
+        cfg = TrainConfig(method=method, data="synthetic:24", image_size=size, loader="torch")
+        cfg = resolve_config(cfg, restart_count=0)[0]
+        loader = build_train_loader(
+            cfg.data, batch_size=8, image_size=size, loader="torch", num_workers=0,
+            augment=augment_config(cfg),
+        )  # fmt: skip
+        specs[method] = loader.augment.view_specs()
+        assert [v.shape for v in next(iter(loader))[:2]] == [(8, 3, size, size)] * 2
+    assert tuple(s.blur_p for s in specs["byol"]) == byol_blur
+    assert tuple(s.solarize_p for s in specs["byol"]) == (0.0, 0.2)
+    first, second = specs["simclr"]
+    assert first == second and first.solarize_p == 0.0
+    assert first.blur_p == (0.5 if size >= 96 else 0.0)
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,19 @@
 """Settings: defaults < --config file < flags, each value checked where it came from, and the
 defaults that depend on the data, the optimizer and a restart, resolved in one place."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from fastclr import checkpoint
 from fastclr.cli.main import build_parser
+from fastclr.data.augment_config import LARGE_IMAGE_MIN_SIZE
 from fastclr.data.sources import default_image_size_choice
 from fastclr.errors import UsageError
-from fastclr.train.config import TrainConfig, config_from_args, resolve_config
+from fastclr.methods.defaults import METHOD_FIELDS
+from fastclr.train.config import FIELDS, TrainConfig, config_from_args, resolve_config
 
 
 def from_command_line(*argv: str) -> TrainConfig:
@@ -49,6 +53,69 @@ def test_bad_file_values_name_the_key_and_the_file(tmp_path, text, named):
     with pytest.raises(UsageError, match="run.yaml|unknown config keys") as error:
         from_command_line("--config", str(path))
     assert named in str(error.value)
+
+
+def resolved(*argv: str) -> TrainConfig:
+    return resolve_config(from_command_line("--data", "synthetic:24", *argv), restart_count=0)[0]
+
+
+def test_byol_defaults_to_its_papers_asymmetric_views_and_flags_win():
+    big = resolved("--method", "byol", "--image-size", str(LARGE_IMAGE_MIN_SIZE))
+    assert (big.view_blur_p, big.view_solarize_p) == ((1.0, 0.1), (0.0, 0.2))
+    small = resolved("--method", "byol", "--image-size", str(LARGE_IMAGE_MIN_SIZE - 1))
+    assert (small.view_blur_p, small.view_solarize_p) == ((0.0, 0.0), (0.0, 0.2))  # no blur
+    for method in ("simclr", "moco", "simsiam"):
+        cfg = resolved("--method", method, "--image-size", "224")
+        assert (cfg.view_blur_p, cfg.view_solarize_p) == (None, None), method
+    given = ["--view-blur-p", "0.3,0.7", "--view-solarize-p", " 0, 1"]
+    for method in ("byol", "simclr"):  # every method takes them; given values win at any size
+        cfg = resolved("--method", method, "--image-size", "8", *given)
+        assert (cfg.view_blur_p, cfg.view_solarize_p) == ((0.3, 0.7), (0.0, 1.0)), method
+    three = resolved("--views", "3", "--view-blur-p", "1,0,0.5")
+    assert three.view_blur_p == (1.0, 0.0, 0.5)
+    assert {"view_blur_p", "view_solarize_p"}.isdisjoint(METHOD_FIELDS)
+    for name in ("view_blur_p", "view_solarize_p"):
+        assert "byol " in FIELDS[name].metadata["help"]
+    assert f"below {LARGE_IMAGE_MIN_SIZE} px" in FIELDS["view_blur_p"].metadata["help"]
+
+
+def test_per_view_settings_round_trip_through_files(tmp_path):
+    """A YAML list, and the resolved config.json (JSON has lists, not tuples), read back as the
+    same tuples: --config of a run's config.json resolves to that run's config."""
+    path = tmp_path / "run.yaml"
+    path.write_text("method: byol\nview_blur_p: [1, 0.1]\nview_solarize_p: '0.0,0.2'\n")
+    cfg = resolve_config(from_command_line("--config", str(path)), restart_count=0)[0]
+    assert (cfg.view_blur_p, cfg.view_solarize_p) == ((1.0, 0.1), (0.0, 0.2))
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(cfg.to_dict()))
+    assert resolve_config(from_command_line("--config", str(saved)), restart_count=0)[0] == cfg
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--view-blur-p", "1.0,0.1,0.5"], "--view-blur-p 1,0.1,0.5: 3 value(s) for --views 2"),
+        (["--views", "3", "--view-solarize-p", "0,0.2"], "--view-solarize-p 0,0.2: 2 value(s)"),
+        (["--view-solarize-p", "0.0,1.5"], "--view-solarize-p 0.0,1.5: each value must be in"),
+        (["--view-blur-p", "nan,0"], "--view-blur-p nan,0: each value must be in [0, 1]"),
+        (["--view-blur-p", "1.0,"], "--view-blur-p 1.0,: must be comma-separated numbers"),
+        (["--view-blur-p", ""], "--view-blur-p : must be comma-separated numbers"),
+    ],
+)
+def test_bad_per_view_flags_name_the_flag(argv, named):
+    with pytest.raises(UsageError) as error:
+        resolved(*argv)
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["view_blur_p: [1.0, true]", "view_blur_p: 0.5", "view_blur_p: []"]
+)
+def test_bad_per_view_file_values_name_the_key(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(UsageError, match="view_blur_p: in .*run.yaml, .*comma-separated numbers"):
+        from_command_line("--config", str(path))
 
 
 def test_missing_and_malformed_json_config(tmp_path):

@@ -4,6 +4,7 @@ and config checks import this without building anything).
 Optimizer, base lr (for batch 256, scaled by batch/256), weight decay and warmup are the papers'
 ImageNet values; a method's own fields (temperature, queue, momentum, heads) are in `settings`.
 `None` in settings means "derived at build time" (proj_hidden None: the backbone's feature width).
+Fields in EVERY_METHOD are read by every method; a method listing one only sets its own default.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ DEFAULTS: dict[str, MethodDefaults] = {
         paper="Grill et al. 2020, Bootstrap Your Own Latent (BYOL)",
         optimizer="lars", lr=0.2, weight_decay=1.5e-6, warmup_epochs=10,
         settings={"target_momentum": 0.996, "proj_dim": 256, "proj_layers": 2,
-                  "proj_hidden": 4096, "pred_hidden": 4096},
+                  "proj_hidden": 4096, "pred_hidden": 4096,
+                  # asymmetric views (Grill et al. 2020, table 6): blur 1.0 / 0.1, solarize 0 / 0.2
+                  "view_blur_p": (1.0, 0.1), "view_solarize_p": (0.0, 0.2)},
     ),
     "simsiam": MethodDefaults(
         paper="Chen & He 2021, Exploring Simple Siamese Representation Learning (SimSiam)",
@@ -59,22 +62,31 @@ DEFAULTS: dict[str, MethodDefaults] = {
     ),
 }  # fmt: skip
 
+# Per-view augmentation: the loader's views, so every method reads them; byol has its own default.
+EVERY_METHOD = frozenset({"view_blur_p", "view_solarize_p"})
 # Fields some methods read and others do not: given to a method that ignores them, an error.
 METHOD_FIELDS = sorted(
     {name for d in DEFAULTS.values() for name in d.settings}
     - set.intersection(*(set(d.settings) for d in DEFAULTS.values()))
+    - EVERY_METHOD
 )
 
 
 def users_of(name: str) -> list[str]:
-    """The methods that read TrainConfig field `name`."""
+    """The methods that read TrainConfig field `name` (for EVERY_METHOD fields: those with a
+    default of their own)."""
     return [method for method, d in DEFAULTS.items() if name in d.settings]
 
 
 def defaults_text(name: str) -> str:
-    """'simclr 0.2, moco 0.2, swav 0.1' for the --help of field `name`."""
+    """'simclr 0.2, moco 0.2, swav 0.1' for the --help of field `name` (a tuple as '1.0,0.1', as
+    the flag takes it)."""
     parts = []
     for method in users_of(name):
         value = DEFAULTS[method].settings[name]
-        parts.append(f"{method} {'(derived)' if value is None else value}")
+        if value is None:
+            value = "(derived)"
+        elif isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        parts.append(f"{method} {value}")
     return ", ".join(parts)

@@ -4,7 +4,8 @@ Precedence, lowest first: the defaults below < a --config YAML/JSON file < comma
 (`config_from_args`). Every value is checked (type, range, choices) as it is layered, and a bad one
 raises `fastclr.errors.UsageError` naming the flag or the file key and the fix, before any data is
 loaded. `resolve_config` then fills what depends on the data, the optimizer and the launch: the
-image size, crop floor, learning rate, weight decay, stem, and the resume rule of a restarted worker
+image size, crop floor, the method's per-view blur and solarization (BYOL's asymmetric views; no
+blur below 96 px), learning rate, weight decay, stem, and the resume rule of a restarted worker
 group. The resolved config is written to <out>/config.json and stored in every checkpoint.
 
 --gpus and --nproc are fields (a config file may set them); the other multi-node flags (--nnodes,
@@ -59,6 +60,8 @@ def _at_least(low: float) -> Check:
 
 
 POSITIVE: Check = ((lambda v: v > 0 and math.isfinite(v)), "> 0 and finite")
+PROBABILITY: Check = ((lambda v: 0 <= v <= 1), "in [0, 1]")
+PER_VIEW_FIELDS = ("view_blur_p", "view_solarize_p")  # one probability per global view
 
 
 def _known_arch(name: str) -> bool:
@@ -100,6 +103,23 @@ class TrainConfig:
     )
     workers: int | None = _opt(
         None, "data loader worker processes per rank; default: the loader's choice", _at_least(0)
+    )
+    view_blur_p: tuple[float, ...] | None = _opt(
+        None,
+        "Gaussian blur probability of each global view, comma-separated, one per --views (e.g. "
+        f"1.0,0.1); default: {defaults_text('view_blur_p')} (Grill et al. 2020, table 6), other "
+        "methods 0.5 for every view; below 96 px no blur for any method unless given (the "
+        "papers' CIFAR runs). Local views keep the data's blur",
+        PROBABILITY,
+        metavar="P1,P2",
+    )
+    view_solarize_p: tuple[float, ...] | None = _opt(
+        None,
+        "solarization probability of each global view, comma-separated, one per --views (e.g. "
+        f"0.0,0.2); default: {defaults_text('view_solarize_p')} (Grill et al. 2020, table 6; at "
+        "every image size), the other methods none",
+        PROBABILITY,
+        metavar="P1,P2",
     )
     # method
     method: str = _opt(
@@ -337,7 +357,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def _kind(name: str) -> type:
     annotation = str(FIELDS[name].type)
-    for kind in (bool, int, float):
+    for kind in (tuple, bool, int, float):
         if kind.__name__ in annotation:
             return kind
     return str
@@ -352,6 +372,8 @@ def checked_value(name: str, value: Any, origin: str) -> Any:
     if value is None and optional:
         return value
     kind, check, choices = _kind(name), f.metadata["check"], f.metadata.get("choices")
+    if kind is tuple:
+        return _checked_numbers(value, check, origin)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     expected = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
@@ -368,6 +390,33 @@ def checked_value(name: str, value: Any, origin: str) -> Any:
     if check is not None and not check[0](value):
         raise UsageError(f"{origin}{value!r}: must be {check[1]}")
     return value
+
+
+def _checked_numbers(value: Any, check: Check, origin: str) -> tuple[float, ...]:
+    """A tuple field's value: text "1.0,0.1" (a flag), or a list or tuple of numbers (a file,
+    config.json, Python), as a tuple of floats each passing `check`; else UsageError."""
+    if isinstance(value, (list, tuple)):
+        shown = ",".join(str(v) for v in value)
+    else:
+        shown = value if isinstance(value, str) else repr(value)
+    if isinstance(value, str):
+        try:
+            numbers = [float(part) for part in value.split(",")]
+        except ValueError:
+            numbers = None
+    elif isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        numbers = [float(v) for v in value]
+    else:
+        numbers = None
+    if not numbers:
+        raise UsageError(
+            f"{origin}{shown}: must be comma-separated numbers, one per global view (e.g. 1.0,0.1)"
+        )
+    if not all(check[0](v) for v in numbers):
+        raise UsageError(f"{origin}{shown}: each value must be {check[1]}")
+    return tuple(numbers)
 
 
 def _yaml_loader():
@@ -462,7 +511,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             help_text += f" (default: {f.default})"
         flag = "--" + f.name.replace("_", "-")
         kind = _kind(f.name)
-        if kind is bool:
+        if kind is tuple:  # text "1.0,0.1": checked_value parses it and names the flag if bad
+            parser.add_argument(flag, type=str, default=argparse.SUPPRESS, help=help_text, **meta)
+        elif kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                 help=help_text,
@@ -511,6 +562,7 @@ def resolve_config(
     or the PATH the first attempt started from); with no checkpoint there yet it keeps --resume.
     """
     from fastclr.checkpoint import list_checkpoints
+    from fastclr.data import AugmentConfig
     from fastclr.data.sources import default_image_size_choice
     from fastclr.model import resolve_stem
     from fastclr.optim import OPTIMIZER_DEFAULTS
@@ -519,6 +571,7 @@ def resolve_config(
     check_data(cfg.data)
     check_tensorboard(cfg.tensorboard)
     check_method_settings(cfg)
+    check_per_view_settings(cfg)
     values, notes = cfg.to_dict(), []
     method = DEFAULTS[cfg.method]
     for name, default in method.settings.items():
@@ -540,6 +593,11 @@ def resolve_config(
         values["image_size"], note = default_image_size_choice(cfg.data)
         if note:
             notes.append(f"{note}; pass --image-size to choose another")
+    small = not AugmentConfig.for_image_size(values["image_size"]).is_large
+    if cfg.view_blur_p is None and values["view_blur_p"] is not None and small:
+        # The method's per-view blur follows the data's: none for small images (as the papers'
+        # CIFAR runs); its solarization stays asymmetric at every size.
+        values["view_blur_p"] = (0.0,) * cfg.views
     values["stem"] = resolve_stem(cfg.stem, values["image_size"], cfg.arch)
     values["lr"] = base_lr if cfg.lr is None else cfg.lr
     values["weight_decay"] = weight_decay if cfg.weight_decay is None else cfg.weight_decay
@@ -575,6 +633,19 @@ def check_method_settings(cfg: TrainConfig) -> None:
             f"--local-views {cfg.local_views}: only --method swav uses multi-crop local views; "
             "drop --local-views"
         )
+
+
+def check_per_view_settings(cfg: TrainConfig) -> None:
+    """UsageError for per-view probabilities not one per global view."""
+    for name in PER_VIEW_FIELDS:
+        values = getattr(cfg, name)
+        if values is not None and len(values) != cfg.views:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} {','.join(f'{v:g}' for v in values)}: {len(values)} value(s) for "
+                f"--views {cfg.views}; pass {cfg.views} comma-separated probabilities, one per "
+                "global view"
+            )
 
 
 def check_data(data: str) -> None:

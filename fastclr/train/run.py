@@ -69,7 +69,9 @@ def augment_config(cfg: TrainConfig):
     """The data's default augmentation for cfg.image_size with cfg.crop_scale as the crop floor,
     and the views the method trains on: cfg.views global views, cfg.local_views small ones of
     side cfg.local_size (default: AugmentConfig's, 96/224 of the image size as SwAV's 224 + 96 px
-    crops). The view fields are passed only when they differ from the two-view default."""
+    crops), and the global views' own blur and solarization probabilities (cfg.view_blur_p,
+    cfg.view_solarize_p: BYOL's asymmetric views). The view fields are passed only when they
+    differ from the two-view default."""
     from fastclr.data import AugmentConfig
 
     default = AugmentConfig.for_image_size(cfg.image_size)
@@ -82,6 +84,9 @@ def augment_config(cfg: TrainConfig):
         views["local_size"] = cfg.local_size
     if cfg.crop_scale is not None:
         views["scale"] = (cfg.crop_scale, default.scale[1])
+    for name in ("view_blur_p", "view_solarize_p"):
+        if getattr(cfg, name) is not None:
+            views[name] = getattr(cfg, name)
     return dataclasses.replace(default, **views)
 
 
