@@ -96,8 +96,9 @@ def add_methods_parser(actions: argparse._SubParsersAction) -> None:
     methods = actions.add_parser(
         "methods",
         help="train simclr, moco, byol, simsiam, swav with fastclr and with lightly on the same "
-        "data, views, epochs, batch and optimizer; kNN top-1 and images/s to "
-        "bench/results/methods/<device>/ (needs lightly: pip install --no-deps lightly)",
+        "data, views, epochs, batch and optimizer, once per seed; kNN top-1 and images/s (mean, "
+        "range and gain over random-init across seeds) to bench/results/methods/<device>/ (needs "
+        "lightly: pip install --no-deps lightly)",
     )
     methods.add_argument(
         "--methods",
