@@ -1,22 +1,28 @@
 """`fastclr bench methods`: each self-supervised method trained by fastclr and by lightly on the same
-data, epochs, batch, image size, optimizer and augmented views; kNN top-1 and images/s side by side.
+data, epochs, batch, image size, optimizer and augmented views, over several seeds; kNN top-1 and
+images/s side by side.
 
-For each method, in this order (so both sides of a method see the same machine load):
-  1. fastclr: `fastclr train --method M ...` in a subprocess, with the checkout of `fastclr_path`
-     on PYTHONPATH (a branch that has the method: --fastclr-path); its kNN is the trainer's monitor
-     after the last epoch, its images/s and seconds the trainer's (log.jsonl, end of run).
+For each method, for each seed of `seeds`, in this order (so both sides of a method and seed run
+back to back and see the same machine load):
+  1. fastclr: `fastclr train --method M --seed S ...` in a subprocess, with the checkout of
+     `fastclr_path` on PYTHONPATH (a branch that has the method: --fastclr-path); its kNN is the
+     trainer's monitor after the last epoch, its images/s and seconds the trainer's (log.jsonl).
   2. lightly: lightly's model of M (method_peers_lightly.py) on the same ResNet backbone (the same
-     initial weights: seeded as fastclr seeds it), trained here with fastclr's torch loader (the
-     same augmented views: same seed, epoch and sampler), fastclr's optimizer and warmup-cosine
-     schedule, and every setting read back from the fastclr run's resolved config.json.
-The random-init encoder's kNN is the baseline row. kNN: fastclr's monitor (weighted kNN, k=200,
+     initial weights: seeded with S as fastclr seeds it), trained here with fastclr's torch loader
+     (the same augmented views: same seed, epoch and sampler), fastclr's optimizer and
+     warmup-cosine schedule, and every setting read back from the fastclr run's resolved
+     config.json.
+The seed sets the initial weights and the views, so each seed has its own baseline: the kNN of the
+random-init encoder both sides of that seed start from (one "random-init" row per seed, measured
+the first time a run of that seed has a config). kNN: fastclr's monitor (weighted kNN, k=200,
 T=0.1, train split as bank, val as queries); images/s = images trained / training seconds (wall
 clock of the steps, loader included, kNN and checkpoints excluded), both sides at `threads` torch
 threads and `workers` loader workers.
 
 A method the fastclr checkout does not have gets "pending" rows. Results: one JSON (through
-fastclr/bench/results.py, rewritten after every row) and a Markdown table beside it, under
-<results_dir>/<device>/methods-<UTC time>.{json,md}.
+fastclr/bench/results.py, rewritten after every row; one row per method, implementation and seed,
+each with its "seed") and a Markdown report beside it (method_peers_report.py: mean, range and
+paired gains over the seeds), under <results_dir>/<device>/methods-<UTC time>.{json,md}.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from fastclr.bench.method_peers_lightly import METHODS, build_lightly_model
 from fastclr.bench.method_peers_report import write_markdown
 from fastclr.errors import UsageError
 
-SCHEMA = "fastclr.method_peers/1"
+# /2: one row per seed ("seed" in every row, settings["seeds"]); /1 had one seed (settings["seed"]).
+SCHEMA = "fastclr.method_peers/2"
 # MoCo's paper queue (65,536) is larger than small datasets (digits: 1,437 training images) and
 # fastclr refuses it there; both sides get this one, capped at the dataset's size.
 DIGITS_QUEUE = 1024
@@ -60,7 +67,7 @@ class PeerSettings:
     image_size: int = 8
     batch_size: int = 128
     epochs: int = 4
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
     threads: int = 2
     workers: int = 2
     knn_max_images: int = 10000
@@ -73,6 +80,13 @@ class PeerSettings:
         for name in ("image_size", "batch_size", "epochs", "threads"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+        shown = ",".join(str(seed) for seed in self.seeds)
+        if not self.seeds or any(not isinstance(x, int) or x < 0 for x in self.seeds):
+            raise UsageError(f"--seeds {shown!r}: give non-negative integers, e.g. --seeds 0,1,2")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UsageError(
+                f"--seeds {shown}: give each seed once (a repeat measures nothing new)"
+            )
         if self.batch_size < 2:
             raise UsageError("--batch-size must be >= 2 (contrastive methods need negatives)")
         if not (Path(self.fastclr_path) / "fastclr" / "__init__.py").is_file():
@@ -80,6 +94,16 @@ class PeerSettings:
                 f"--fastclr-path {self.fastclr_path}: no fastclr package there; pass the root of "
                 "a fastclr checkout"
             )
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2), the value of --seeds; UsageError naming the argument otherwise."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]+", part) for part in parts):
+        raise UsageError(
+            f"--seeds {text!r}: give comma-separated non-negative integers, e.g. --seeds 0,1,2"
+        )
+    return tuple(int(part) for part in parts)
 
 
 def lightly_missing() -> str | None:
@@ -140,11 +164,11 @@ def train_images(data: str, image_size: int) -> int:
     return len(load_source(data, image_size=image_size, split="train"))
 
 
-def fastclr_flags(method: str, s: PeerSettings, out: Path) -> list[str]:
+def fastclr_flags(method: str, s: PeerSettings, seed: int, out: Path) -> list[str]:
     data = str(Path(s.data).resolve()) if Path(s.data).is_dir() else s.data  # it runs elsewhere
     flags = [
         "--data", data, "--image-size", str(s.image_size), "--batch-size", str(s.batch_size),
-        "--epochs", str(s.epochs), "--seed", str(s.seed), "--loader", "torch",
+        "--epochs", str(s.epochs), "--seed", str(seed), "--loader", "torch",
         "--workers", str(s.workers), "--precision", "fp32", "--device", "cpu",
         "--knn-every", str(s.epochs), "--knn-max-images", str(s.knn_max_images),
         "--checkpoint-every", "0", "--keep-checkpoints", "1", "--resume", "none",
@@ -159,9 +183,11 @@ def fastclr_flags(method: str, s: PeerSettings, out: Path) -> list[str]:
     return flags
 
 
-def run_fastclr(method: str, s: PeerSettings, out: Path) -> tuple[dict[str, Any], dict | None]:
-    """(row, resolved config) of `fastclr train --method M`; config None if the run failed."""
-    flags = ["train", *fastclr_flags(method, s, out)]
+def run_fastclr(
+    method: str, s: PeerSettings, seed: int, out: Path
+) -> tuple[dict[str, Any], dict | None]:
+    """(row, resolved config) of `fastclr train --method M --seed S`; config None if it failed."""
+    flags = ["train", *fastclr_flags(method, s, seed, out)]
     start = time.perf_counter()
     done = run_fastclr_cli(s, *flags)
     row = {"wall_seconds": round(time.perf_counter() - start, 2), "command": ["fastclr", *flags]}
@@ -201,6 +227,12 @@ def random_init_backbone(config: dict[str, Any]) -> tuple[torch.nn.Module, int]:
     seed_everything(config["seed"])
     backbone, width = build_backbone(config["arch"], config["stem"], config["image_size"])
     return backbone.to(memory_format=torch.channels_last), width
+
+
+def random_init_knn(s: PeerSettings, config: dict[str, Any]) -> float:
+    """kNN top-1 (%) of the encoder both sides of config's seed start from."""
+    backbone, _ = random_init_backbone(config)
+    return knn_monitor(s.data, config, torch.device("cpu"))(backbone)
 
 
 def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[str, Any]:
@@ -260,9 +292,9 @@ def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[st
     }
 
 
-def base_row(method: str, implementation: str, s: PeerSettings) -> dict[str, Any]:
+def base_row(method: str, implementation: str, s: PeerSettings, seed: int) -> dict[str, Any]:
     return {
-        "method": method, "implementation": implementation, "status": "pending",
+        "method": method, "implementation": implementation, "seed": seed, "status": "pending",
         "epochs": s.epochs, "batch": s.batch_size, "knn_top1": None, "images_per_s": None,
         "train_seconds": None,
     }  # fmt: skip
@@ -285,7 +317,8 @@ def run_all(
     echo: Callable[[str], None] = print,
     work_dir: Path | None = None,
 ) -> Path:
-    """Every method of `s`, both implementations, plus the baseline; returns the JSON's path."""
+    """Every method and seed of `s`, both implementations, plus each seed's random-init baseline;
+    returns the JSON's path."""
     reason = lightly_missing()
     if reason is not None:
         raise UsageError(f"fastclr bench methods: {reason}")
@@ -294,8 +327,8 @@ def run_all(
     env["fastclr_side"] = source_of(s.fastclr_path)
     env["harness_side"] = source_of(str(Path(fastclr.__file__).resolve().parent.parent))
     path = results.results_path(results_dir, env, prefix="methods-")
-    settings = {k: v for k, v in dataclasses.asdict(s).items() if k != "methods"}
-    settings["methods"] = list(s.methods)
+    settings = dataclasses.asdict(s)
+    settings.update(methods=list(s.methods), seeds=list(s.seeds))
     rows: list[dict[str, Any]] = []
 
     def record(row: dict[str, Any]) -> None:
@@ -304,45 +337,48 @@ def run_all(
         write_markdown(path.with_suffix(".md"), env, settings, rows)
         knn, speed = row.get("knn_top1"), row.get("images_per_s")
         shown = f"kNN {knn:.2f}%, {speed} images/s" if knn is not None else row.get("note", "")
-        echo(f"{row['method']:8s} {row['implementation']:11s} {row['status']}: {shown}")
+        echo(
+            f"{row['method']:8s} seed {row['seed']:<3d} {row['implementation']:11s} "
+            f"{row['status']}: {shown}"
+        )
 
     available = fastclr_methods(s)
     echo(f"fastclr side: {s.fastclr_path} (methods: {', '.join(sorted(available))})")
+    baselines: set[int] = set()  # the seeds whose random-init encoder is measured
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        baseline_done = False
         for method in s.methods:
-            fastclr_row = base_row(method, "fastclr", s)
-            lightly_row = base_row(method, "lightly", s)
-            if method not in available:
-                note = f"`fastclr train` of {s.fastclr_path} has no --method {method} yet"
-                record({**fastclr_row, "note": note})
-                record(
-                    {**lightly_row, "note": note + " (lightly trains with its resolved settings)"}
-                )
-                continue
-            measured, config = run_fastclr(method, s, Path(tmp) / method)
-            record({**fastclr_row, **measured})
-            if config is None:
-                record(
-                    {
-                        **lightly_row,
-                        "note": "not run: lightly trains with the settings of fastclr's run, which failed",
-                    }
-                )
-                continue
-            if not baseline_done:
-                backbone, _ = random_init_backbone(config)
-                knn = knn_monitor(s.data, config, torch.device("cpu"))(backbone)
-                base = {**base_row("-", "random-init", s), "epochs": 0, "batch": None}
-                record(
-                    {**base, "status": "measured", "knn_top1": knn,
-                     "note": "the encoder both sides start from"}
-                )  # fmt: skip
-                baseline_done = True
-            row = {**lightly_row, "settings": settings_record(config)}
-            try:
-                row.update(run_lightly(method, s, config))
-            except Exception as error:  # a lightly failure is a result to record, not a crash
-                row.update(status="failed", note=f"{type(error).__name__}: {error}")
-            record(row)
+            for seed in s.seeds:
+                fastclr_row = base_row(method, "fastclr", s, seed)
+                lightly_row = base_row(method, "lightly", s, seed)
+                if method not in available:
+                    note = f"`fastclr train` of {s.fastclr_path} has no --method {method} yet"
+                    record({**fastclr_row, "note": note})
+                    record(
+                        {
+                            **lightly_row,
+                            "note": note + " (lightly trains with its resolved settings)",
+                        }
+                    )
+                    continue
+                measured, config = run_fastclr(method, s, seed, Path(tmp) / f"{method}-{seed}")
+                record({**fastclr_row, **measured})
+                if config is None:
+                    note = (
+                        "not run: lightly trains with the settings of fastclr's run, which failed"
+                    )
+                    record({**lightly_row, "note": note})
+                    continue
+                if seed not in baselines:
+                    base = {**base_row("-", "random-init", s, seed), "epochs": 0, "batch": None}
+                    record(
+                        {**base, "status": "measured", "knn_top1": random_init_knn(s, config),
+                         "note": "the encoder both sides of this seed start from"}
+                    )  # fmt: skip
+                    baselines.add(seed)
+                row = {**lightly_row, "settings": settings_record(config)}
+                try:
+                    row.update(run_lightly(method, s, config))
+                except Exception as error:  # a lightly failure is a result to record, not a crash
+                    row.update(status="failed", note=f"{type(error).__name__}: {error}")
+                record(row)
     return path

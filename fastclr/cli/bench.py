@@ -96,8 +96,9 @@ def add_methods_parser(actions: argparse._SubParsersAction) -> None:
     methods = actions.add_parser(
         "methods",
         help="train simclr, moco, byol, simsiam, swav with fastclr and with lightly on the same "
-        "data, views, epochs, batch and optimizer; kNN top-1 and images/s to "
-        "bench/results/methods/<device>/ (needs lightly: pip install --no-deps lightly)",
+        "data, views, epochs, batch and optimizer, once per seed; kNN top-1 and images/s (mean, "
+        "range and gain over random-init across seeds) to bench/results/methods/<device>/ (needs "
+        "lightly: pip install --no-deps lightly)",
     )
     methods.add_argument(
         "--methods",
@@ -109,7 +110,6 @@ def add_methods_parser(actions: argparse._SubParsersAction) -> None:
         ("image_size", "training side in pixels"),
         ("batch_size", "batch"),
         ("epochs", "epochs of each run"),
-        ("seed", "seed of both sides"),
         ("threads", "torch threads of both sides"),
         ("workers", "loader workers of both sides"),
         ("knn_max_images", "images per kNN split at most"),
@@ -119,6 +119,14 @@ def add_methods_parser(actions: argparse._SubParsersAction) -> None:
             "--" + name.replace("_", "-"), type=int, default=value,
             help=f"{help_text} (default: {value})",
         )  # fmt: skip
+    methods.add_argument(
+        "--seeds",
+        "--seed",
+        default=",".join(str(seed) for seed in default.seeds),
+        help="comma-separated seeds; each sets both sides' initial weights and views, and every "
+        f"method runs once per seed on each side (default: {','.join(map(str, default.seeds))}; "
+        "--seed N: one seed)",
+    )
     methods.add_argument(
         "--fastclr-path",
         default=default.fastclr_path,
@@ -133,12 +141,12 @@ def add_methods_parser(actions: argparse._SubParsersAction) -> None:
 
 
 def run_method_peers(args: argparse.Namespace) -> int:
-    from fastclr.bench.method_peers import PeerSettings, run_all
+    from fastclr.bench.method_peers import PeerSettings, parse_seeds, run_all
 
     settings = PeerSettings(
         methods=tuple(m for m in args.methods.split(",") if m),
         data=args.data, image_size=args.image_size, batch_size=args.batch_size,
-        epochs=args.epochs, seed=args.seed, threads=args.threads, workers=args.workers,
+        epochs=args.epochs, seeds=parse_seeds(args.seeds), threads=args.threads, workers=args.workers,
         knn_max_images=args.knn_max_images, fastclr_path=args.fastclr_path,
     )  # fmt: skip
     path = run_all(settings, args.results, echo=lambda line: print(line, flush=True))
