@@ -237,14 +237,16 @@ def random_init_knn(s: PeerSettings, config: dict[str, Any]) -> float:
 
 def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[str, Any]:
     """Train lightly's `method` with the settings of fastclr's resolved `config`; its row."""
-    from fastclr.data import AugmentConfig, build_train_loader
+    from fastclr.data import build_train_loader
     from fastclr.optim import build_optimizer, build_schedule
+    from fastclr.train.config import TrainConfig
+    from fastclr.train.run import augment_config
     from fastclr.train.seeding import epoch_seed, seed_everything
 
     device, size = torch.device("cpu"), config["image_size"]
-    augment = AugmentConfig.for_image_size(size)  # with the crop floor, as fastclr's Run builds it
-    if config.get("crop_scale") is not None:
-        augment = dataclasses.replace(augment, scale=(config["crop_scale"], augment.scale[1]))
+    # The views fastclr's Run builds from the same config: crop floor, view count, per-view blur
+    # and solarization (BYOL's asymmetric pair).
+    augment = augment_config(TrainConfig.from_dict(config))
     loader = build_train_loader(
         s.data, batch_size=config["batch_size"], image_size=size, loader="torch", device=device,
         seed=config["seed"], num_workers=s.workers, augment=augment,
