@@ -137,7 +137,7 @@ def test_resolve_fills_data_and_optimizer_defaults_once():
     assert (cfg.image_size, cfg.stem, cfg.lr, cfg.weight_decay) == (32, "cifar", 0.06, 5e-4)
     assert notes == []
     digits, _ = resolve_config(TrainConfig(), restart_count=0)
-    assert (digits.image_size, digits.crop_scale, digits.lr) == (8, 0.25, 4.0)
+    assert (digits.image_size, digits.crop_scale, digits.lr) == (8, 0.5, 4.0)
     assert resolve_config(digits, restart_count=0) == (digits, [])  # idempotent
 
 
