@@ -16,15 +16,25 @@ __all__ = ["ProjectionHead", "SimCLRModel", "build_model", "resolve_stem"]
 
 
 class ProjectionHead(nn.Module):
-    """SimCLR's g(.): (Linear -> BN -> ReLU) x (layers - 1) -> Linear, hidden width = input width.
+    """SimCLR's g(.): (Linear -> BN -> ReLU) x (layers - 1) -> Linear [-> BN].
 
     layers=2 is SimCLR v1's head; SimCLR v2 uses 3 (and fine-tunes from the first hidden layer).
-    Module names are those of v1's head for layers=2 (net.0 ... net.3), so old checkpoints load.
+    last_batch_norm: the output Linear has no bias and is followed by a BN, as in SimCLR's code
+    (google-research/simclr: the final projection layer has use_bn=True, no bias; lightly's
+    SimCLRProjectionHead too). Without it (the default) module names are those of v1's head for
+    layers=2 (net.0 ... net.3), so checkpoints from before the option existed load.
     The BNs here are the ones that must see the global batch under multi-GPU training
     (SyncBatchNorm, converted by the trainer when world_size > 1).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128, layers: int = 2) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int = 128,
+        layers: int = 2,
+        last_batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         if layers < 1:
             raise UsageError(f"--proj-layers {layers}: use 2 (SimCLR v1) or 3 (SimCLR v2)")
@@ -34,7 +44,9 @@ class ProjectionHead(nn.Module):
             blocks += [nn.Linear(width, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim)]
             blocks.append(nn.ReLU(inplace=True))
             width = hidden_dim
-        blocks.append(nn.Linear(width, out_dim))
+        blocks.append(nn.Linear(width, out_dim, bias=not last_batch_norm))
+        if last_batch_norm:  # its shift replaces the Linear's bias
+            blocks.append(nn.BatchNorm1d(out_dim))
         self.net = nn.Sequential(*blocks)
 
     def forward(self, h: Tensor) -> Tensor:

@@ -138,3 +138,37 @@ def test_checkpoint_from_before_methods_loads_as_simclr(tmp_path):
     assert model.name == "simclr"
     for name, tensor in old.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_simclr_head_ends_in_batch_norm_with_proj_last_bn_as_simclrs_code():
+    """google-research/simclr's projection head: the last Linear has no bias and a BN follows."""
+    from fastclr.train.config import TrainConfig, resolve_config
+
+    resolved, _ = resolve_config(TrainConfig(data="synthetic:24"), restart_count=0)
+    assert resolved.proj_last_bn is False  # the default: SimCLR v1's head, as before
+    without = build_method({**resolved.to_dict(), **TINY}).head.net
+    assert isinstance(without[-1], torch.nn.Linear) and without[-1].bias is not None
+    head = build_method({**resolved.to_dict(), **TINY, "proj_last_bn": True}).head.net
+    assert isinstance(head[-1], torch.nn.BatchNorm1d) and head[-2].bias is None
+    z = head(torch.randn(37, head[0].in_features))  # train mode: batch statistics
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-5, rtol=0)
+
+
+def test_resuming_a_run_from_before_the_heads_batch_norm_names_the_flag(tmp_path):
+    from fastclr.train.config import TrainConfig, resolve_config
+    from fastclr.train.run import check_resumable
+
+    cfg, _ = resolve_config(
+        TrainConfig(data="synthetic:24", out=str(tmp_path), proj_last_bn=True), restart_count=0
+    )
+    old = {k: v for k, v in cfg.to_dict().items() if k != "proj_last_bn"}  # written before it
+    with pytest.raises(UsageError, match="proj_last_bn: False -> True.*--no-proj-last-bn"):
+        check_resumable(cfg, {"config": old})
+    default, _ = resolve_config(
+        TrainConfig(data="synthetic:24", out=str(tmp_path)), restart_count=0
+    )
+    check_resumable(default, {"config": old})  # the old head, the default: resumes
+    moco, _ = resolve_config(TrainConfig(data="synthetic:24", method="moco", queue_size=16),
+                             restart_count=0)  # fmt: skip
+    check_resumable(moco, {"config": {k: v for k, v in moco.to_dict().items()
+                                      if k != "proj_last_bn"}})  # fmt: skip  # never read by MoCo

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, MethodDefaults] = {
         paper="Chen et al. 2020, A Simple Framework for Contrastive Learning (SimCLR)",
         optimizer="lars", lr=0.3, weight_decay=1e-6, warmup_epochs=10,
         settings={"temperature": 0.2, "loss": "ntxent", "proj_dim": 128, "proj_layers": 2,
-                  "proj_hidden": None},
+                  "proj_hidden": None, "proj_last_bn": False},
     ),
     "moco": MethodDefaults(
         paper="Chen et al. 2020, Improved Baselines with Momentum Contrastive Learning (MoCo v2)",

@@ -8,7 +8,8 @@ dataset's class labels (Khosla et al. 2020). Distributed: every rank's rows are 
 (gather_distributed), image indices made global as rank * B + k.
 
 State dict keys are those of fastclr.model.SimCLRModel (backbone.*, head.net.*): checkpoints of
-runs before --method existed load unchanged.
+runs before --method existed load unchanged. With proj_last_bn the head ends in a BN (SimCLR's
+code); configs of runs before that setting existed lack it and build the head without one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class SimCLR(Method):
             feature_width(config, self.feature_dim),
             config.get("proj_dim") or 128,
             config.get("proj_layers") or 2,
+            last_batch_norm=bool(config.get("proj_last_bn")),  # absent in older runs' configs
         )
         self.temperature = config.get("temperature") or 0.2
         self.loss_kind = config.get("loss") or "ntxent"

@@ -218,6 +218,12 @@ class TrainConfig:
         "v1) or 3 (SimCLR v2, when fine-tuning from the head's first layer as v2 does)",
         _at_least(1),
     )
+    proj_last_bn: bool | None = _opt(
+        None,
+        "a BN on the projection head's output (its last Linear without bias), as SimCLR's code "
+        f"(google-research/simclr) and lightly have; default: {defaults_text('proj_last_bn')} "
+        "(on digits: kNN +1.8 points at 3 epochs, the same at 8, docs/methods.md)",
+    )
     proj_hidden: int | None = _opt(
         None,
         f"projection head hidden width; default: {defaults_text('proj_hidden')} ((derived): "

@@ -38,10 +38,12 @@ from fastclr.train.seeding import seed_everything
 # Fields that fix the network's shapes: a checkpoint with different values cannot be resumed.
 SHAPE_FIELDS = (
     "method", "arch", "stem", "proj_dim", "proj_layers", "proj_hidden", "pred_hidden",
-    "prototypes", "queue_size", "image_size",
+    "prototypes", "queue_size", "image_size", "proj_last_bn",
 )  # fmt: skip
-# What checkpoints written before a shape field existed hold for it (the one fixed value then).
-SHAPE_FIELDS_BEFORE = {"method": "simclr", "proj_layers": 2}
+# What checkpoints written before a shape field existed hold for it (the one fixed value then;
+# proj_last_bn: SimCLR's head had no output BN, the other methods never read the field).
+SHAPE_FIELDS_BEFORE = {"method": "simclr", "proj_layers": 2, "proj_last_bn": None}
+SHAPE_FIELDS_BEFORE_SIMCLR = {"proj_last_bn": False}
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
@@ -105,14 +107,20 @@ def check_resumable(cfg: TrainConfig, state: dict[str, Any]) -> None:
     """UsageError if the checkpoint cannot continue under `cfg`: another network, or another
     global batch (which changes the steps per epoch, the position inside the epoch and the
     learning-rate schedule, so the checkpoint's step count would mean something else)."""
-    saved = state["config"]
-    saved = {**SHAPE_FIELDS_BEFORE, **saved}
+    saved = {**SHAPE_FIELDS_BEFORE, **state["config"]}
+    if saved["method"] == "simclr":
+        saved = {**SHAPE_FIELDS_BEFORE, **SHAPE_FIELDS_BEFORE_SIMCLR, **state["config"]}
     different = [f for f in SHAPE_FIELDS if saved.get(f) != getattr(cfg, f)]
     if different:
         details = ", ".join(f"{f}: {saved.get(f)} -> {getattr(cfg, f)}" for f in different)
+        same_flag = (
+            ", or --no-proj-last-bn to continue it with its head"
+            if different == ["proj_last_bn"] and saved["proj_last_bn"] is False
+            else ""
+        )
         raise UsageError(
             f"cannot resume {cfg.out}: the checkpoint's network differs ({details}); "
-            "pass --out NEW_FOLDER (or --resume none) to train a new model"
+            f"pass --out NEW_FOLDER (or --resume none) to train a new model{same_flag}"
         )
     if saved.get("batch_size") != cfg.batch_size:
         raise UsageError(
