@@ -1,9 +1,10 @@
 """BYOL and SimSiam train on real images: three epochs on scikit-learn's digits take each method's
 loss well down from its first epoch, and the projections do not collapse.
 
-Runs: the digits at 8 px, crops >= 25% of the area, batch 64 (22 steps per epoch), the default loader (DALI on the CPU when
-installed, as in CI, else torchvision), the papers' settings except heads narrowed to the
-ResNet-18's 512 features and, for SimSiam, a higher lr; BYOL with its asymmetric solarization.
+Runs: the digits at 8 px, crops >= 25% of the area, batch 64 (22 steps per epoch), the default
+loader (DALI on the CPU when installed, as in CI, else torchvision), the papers' settings except
+heads narrowed to the ResNet-18's 512 features and, for SimSiam, a higher lr; BYOL with its
+asymmetric solarization.
 
 What is asserted, and why: the mean loss of the last epoch is below the first epoch's mean by
 MARGIN (half the smallest drop measured), and the per-dimension standard deviation of the
@@ -34,9 +35,10 @@ MoCo v2 and SwAV are not here: at their papers' settings their losses stay at ch
 three epochs (MoCo 6.91-6.93 against ln(1025) = 6.93 with a 1,024 queue; SwAV 3.49-3.52 with 30
 prototypes, chance ln 30 = 3.40; lightly's implementations end at the same values, 6.94 and 3.52,
 bench/results/methods), and at the lr that moves them (LARS 4.0, the SimCLR demo's) they lose
-spread (MoCo 0.19-0.25, SwAV 0.37-0.49) and kNN (MoCo -5.0 to +0.3 points, SwAV -5.0 to -16.7). Their correctness rests on
-the exact loss, queue, Sinkhorn and resume tests (tests/test_methods*.py, tests/test_sinkhorn.py,
-tests/test_swav_loss.py) and the side-by-side with lightly.
+spread (MoCo 0.19-0.25, SwAV 0.37-0.49) and kNN (MoCo -5.0 to +0.3 points, SwAV -5.0 to
+-16.7). Their correctness rests on the exact loss, queue, Sinkhorn and resume tests
+(tests/test_methods*.py, tests/test_sinkhorn.py, tests/test_swav_loss.py) and the side-by-side
+with lightly.
 """
 
 import json
