@@ -21,10 +21,11 @@ What is asserted, and why: kNN after training at least KNN_MARGIN points above t
 random-init encoder (about half the smallest gain measured, +7.50), and the last epoch's mean loss
 LOSS_MARGIN below chance (smallest drop measured: 2.25). The random-init encoder's kNN moves by
 7 points from seed to seed, so the comparison is within one seed. Shorter runs do not give a
-margin that holds: after 4 epochs at crops >= 25% (the preset before) kNN moved -2.8 to +7.5 points
-over 29 runs of seeds 0-6 and both loaders (8 ended below the random init), and at 8 epochs
-crops >= 25% gave 87.50, 83.33 and 86.39 (seeds 0-2; seed 1 below its random init, 85.56). The other methods:
-tests/test_methods_learning.py and bench/results/methods/cpu-amd-epyc/learning-digits-20261129.md.
+margin that holds: after 4 epochs at crops >= 25% (the preset before) kNN moved -2.8 to +7.5
+points over 29 runs of seeds 0-6 and both loaders (8 ended below the random init), and at 8
+epochs crops >= 25% gave 87.50, 83.33 and 86.39 (seeds 0-2; seed 1 below its random init, 85.56).
+The other methods: tests/test_methods_learning.py and
+bench/results/methods/cpu-amd-epyc/learning-digits-20261129.md.
 """
 
 import json
