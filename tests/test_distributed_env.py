@@ -11,13 +11,7 @@ import pytest
 import torch
 from torch.distributed.run import parse_args
 
-from fastclr.distributed.env import (
-    DistEnv,
-    init_from_env,
-    launch_info,
-    slurm_first_host,
-    slurm_tasks_on_node,
-)
+from fastclr.distributed.env import DistEnv, init_from_env
 from fastclr.distributed.launch import (
     WORKER_MODULE,
     add_launch_arguments,
@@ -26,6 +20,7 @@ from fastclr.distributed.launch import (
     worker_device,
     workers_per_node,
 )
+from fastclr.distributed.launch_env import launch_info, slurm_first_host, slurm_tasks_on_node
 
 TORCHRUN_ENV = {
     "RANK": "3",

@@ -19,7 +19,8 @@ pytest.importorskip(
 )
 
 from fastclr.bench import method_peers, method_peers_report  # noqa: E402
-from fastclr.bench.method_peers_lightly import METHODS, build_lightly_model  # noqa: E402
+from fastclr.bench.method_peers_lightly import build_lightly_model  # noqa: E402
+from fastclr.bench.method_peers_settings import METHODS, PeerSettings, parse_seeds  # noqa: E402
 from fastclr.cli.main import build_parser  # noqa: E402
 from fastclr.errors import UsageError  # noqa: E402
 
@@ -72,7 +73,7 @@ def test_methods_bench_runs_both_implementations(tmp_path) -> None:
     """The harness on a handful of images, one step each side: fastclr through `fastclr train`
     (a subprocess), lightly in process, the random-init baseline; JSON and Markdown written. One
     seed (a real run is ~25 s); the seeds loop is test_run_all_interleaves_seeds's."""
-    settings = method_peers.PeerSettings(
+    settings = PeerSettings(
         methods=("simclr",), data="synthetic:8", batch_size=8, epochs=1, seeds=(3,), workers=0,
         knn_max_images=8,
     )  # fmt: skip
@@ -101,9 +102,7 @@ def test_methods_bench_runs_both_implementations(tmp_path) -> None:
 
 def test_methods_missing_from_fastclr_are_pending(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(method_peers, "fastclr_methods", lambda s: {"simclr"})
-    settings = method_peers.PeerSettings(
-        methods=("swav",), data="synthetic:8", batch_size=8, seeds=(0, 5)
-    )
+    settings = PeerSettings(methods=("swav",), data="synthetic:8", batch_size=8, seeds=(0, 5))
     path = method_peers.run_all(settings, tmp_path, echo=lambda _: None)
     rows = json.loads(path.read_text())["results"]
     assert [(r["implementation"], r["seed"], r["status"]) for r in rows] == [
@@ -131,17 +130,17 @@ def test_cli_names_an_unknown_method() -> None:
 @pytest.mark.parametrize("text", ["", "a,b", "0,,1", "-1", "1.5", "0, 0"])
 def test_seeds_are_parsed_and_checked(text: str) -> None:
     with pytest.raises(UsageError, match="--seeds"):
-        method_peers.PeerSettings(seeds=method_peers.parse_seeds(text))
+        PeerSettings(seeds=parse_seeds(text))
 
 
 def test_seeds_parse_and_alias() -> None:
-    assert method_peers.parse_seeds("0,1,2") == (0, 1, 2)
-    assert method_peers.parse_seeds(" 7, 3") == (7, 3)  # order kept: runs go in this order
+    assert parse_seeds("0,1,2") == (0, 1, 2)
+    assert parse_seeds(" 7, 3") == (7, 3)  # order kept: runs go in this order
     for flag in ("--seeds", "--seed"):  # --seed N: the one-seed spelling of before
         args = build_parser().parse_args(["bench", "methods", flag, "4"])
-        assert method_peers.parse_seeds(args.seeds) == (4,)
+        assert parse_seeds(args.seeds) == (4,)
     args = build_parser().parse_args(["bench", "methods"])
-    assert method_peers.parse_seeds(args.seeds) == method_peers.PeerSettings().seeds == (0, 1, 2)
+    assert parse_seeds(args.seeds) == PeerSettings().seeds == (0, 1, 2)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +184,7 @@ def test_run_all_interleaves_seeds(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(method_peers, "run_fastclr", fake_fastclr)
     monkeypatch.setattr(method_peers, "random_init_knn", fake_baseline)
     monkeypatch.setattr(method_peers, "run_lightly", fake_lightly)
-    settings = method_peers.PeerSettings(
+    settings = PeerSettings(
         methods=("byol", "simclr"), data="synthetic:8", batch_size=8, seeds=(4, 1)
     )
     path = method_peers.run_all(settings, tmp_path, echo=lambda _: None)

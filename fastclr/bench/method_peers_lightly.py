@@ -32,9 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastclr.bench.method_peers_settings import METHODS
 from fastclr.errors import UsageError
-
-METHODS = ("simclr", "moco", "byol", "simsiam", "swav")
 
 
 def setting(settings: Mapping[str, Any], name: str, default: Any) -> Any:

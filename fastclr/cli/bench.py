@@ -90,7 +90,7 @@ def add_gpu_parser(actions: argparse._SubParsersAction) -> None:
 
 
 def add_methods_parser(actions: argparse._SubParsersAction) -> None:
-    from fastclr.bench.method_peers import PeerSettings
+    from fastclr.bench.method_peers_settings import PeerSettings
 
     default = PeerSettings()
     methods = actions.add_parser(
@@ -141,7 +141,7 @@ def add_methods_parser(actions: argparse._SubParsersAction) -> None:
 
 
 def run_method_peers(args: argparse.Namespace) -> int:
-    from fastclr.bench.method_peers import PeerSettings, parse_seeds, run_all
+    from fastclr.bench.method_peers_settings import PeerSettings, parse_seeds
 
     settings = PeerSettings(
         methods=tuple(m for m in args.methods.split(",") if m),
@@ -149,6 +149,8 @@ def run_method_peers(args: argparse.Namespace) -> int:
         epochs=args.epochs, seeds=parse_seeds(args.seeds), threads=args.threads, workers=args.workers,
         knn_max_images=args.knn_max_images, fastclr_path=args.fastclr_path,
     )  # fmt: skip
+    from fastclr.bench.method_peers import run_all  # torch: only once the settings are good
+
     path = run_all(settings, args.results, echo=lambda line: print(line, flush=True))
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0

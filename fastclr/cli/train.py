@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config once; then either start the workers (--gpus/--nproc N, each re-runs this
     command line) or train in this process. A UsageError reaches fastclr.cli.main (exit 2)."""
-    from fastclr.distributed.env import init_from_env, launch_info, shutdown
+    from fastclr.distributed.env import init_from_env, shutdown
     from fastclr.distributed.launch import maybe_launch, worker_device
+    from fastclr.distributed.launch_env import launch_info
     from fastclr.errors import UsageError
     from fastclr.train.config import config_from_args, resolve_config
     from fastclr.train.loop import train

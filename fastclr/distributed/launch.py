@@ -2,7 +2,7 @@
 
 The launcher process runs PyTorch's elastic agent in-process; every worker re-runs the same command
 line, `python -m fastclr.cli.main train ...`, with RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR set,
-so the worker sees a launched environment (fastclr.distributed.env.launch_info) and trains instead of
+so the worker sees a launched environment (fastclr.distributed.launch_env.launch_info) and trains instead of
 launching again. A run started by torchrun or srun directly is recognised the same way.
 
     one node        fastclr train --gpus 8                    -> torchrun --standalone --nproc_per_node 8
@@ -20,7 +20,7 @@ import site
 import sys
 from pathlib import Path
 
-from fastclr.distributed.env import launch_info
+from fastclr.distributed.launch_env import launch_info
 from fastclr.errors import UsageError
 
 # Worker entry point: the console script's module, run with `python -m`.
