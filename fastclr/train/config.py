@@ -222,7 +222,7 @@ class TrainConfig:
         None,
         "a BN on the projection head's output (its last Linear without bias), as SimCLR's code "
         f"(google-research/simclr) and lightly have; default: {defaults_text('proj_last_bn')} "
-        "(on digits: kNN +1.8 points at 3 epochs, the same at 8, docs/methods.md)",
+        "(on digits: kNN +1.8 points at 3 epochs, the same at 8; docs/methods-peers.md)",
     )
     proj_hidden: int | None = _opt(
         None,
