@@ -43,7 +43,7 @@ SHAPE_FIELDS = (
 # What checkpoints written before a shape field existed hold for it (the one fixed value then;
 # proj_last_bn: SimCLR's head had no output BN, the other methods never read the field).
 SHAPE_FIELDS_BEFORE = {"method": "simclr", "proj_layers": 2, "proj_last_bn": None}
-SHAPE_FIELDS_BEFORE_SIMCLR = {"proj_last_bn": False}
+SHAPE_FIELDS_BEFORE_BY_METHOD = {"simclr": {"proj_last_bn": False}}
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
@@ -107,9 +107,9 @@ def check_resumable(cfg: TrainConfig, state: dict[str, Any]) -> None:
     """UsageError if the checkpoint cannot continue under `cfg`: another network, or another
     global batch (which changes the steps per epoch, the position inside the epoch and the
     learning-rate schedule, so the checkpoint's step count would mean something else)."""
-    saved = {**SHAPE_FIELDS_BEFORE, **state["config"]}
-    if saved["method"] == "simclr":
-        saved = {**SHAPE_FIELDS_BEFORE, **SHAPE_FIELDS_BEFORE_SIMCLR, **state["config"]}
+    method = state["config"].get("method", SHAPE_FIELDS_BEFORE["method"])
+    before = {**SHAPE_FIELDS_BEFORE, **SHAPE_FIELDS_BEFORE_BY_METHOD.get(method, {})}
+    saved = {**before, **state["config"]}
     different = [f for f in SHAPE_FIELDS if saved.get(f) != getattr(cfg, f)]
     if different:
         details = ", ".join(f"{f}: {saved.get(f)} -> {getattr(cfg, f)}" for f in different)
