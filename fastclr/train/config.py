@@ -170,6 +170,13 @@ class TrainConfig:
         f"cosine); default: {defaults_text('target_momentum')}",
         ((lambda v: 0 <= v < 1), "in [0, 1)"),
     )
+    bn_splits: int | None = _opt(
+        None,
+        f"moco: groups with BatchNorm statistics of their own in each encoder pass, the keys shuffled "
+        f"across groups (shuffle BN on one process: a positive key must not share BN statistics "
+        f"with its query); default: {defaults_text('bn_splits')}",
+        _at_least(1),
+    )
     pred_hidden: int | None = _opt(
         None, f"predictor hidden width; default: {defaults_text('pred_hidden')}", _at_least(1)
     )
