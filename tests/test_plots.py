@@ -47,9 +47,7 @@ def test_chance_line_only_for_two_view_nt_xent(tmp_path, monkeypatch, config, ch
     lines = []
     real = matplotlib.axes.Axes.axhline
     monkeypatch.setattr(
-        matplotlib.axes.Axes,
-        "axhline",
-        lambda self, *a, **k: lines.append(a) or real(self, *a, **k),
+        matplotlib.axes.Axes, "axhline", lambda self, *a, **k: lines.append(a) or real(self, *a, **k)
     )
     write_log(tmp_path, config=config)
     plot_training_run(tmp_path / "log.jsonl", tmp_path / "curves.png")
