@@ -91,7 +91,7 @@ class MoCo(Method):
             )
 
     def _keys_of(self, x: Tensor, step: int) -> Tensor:
-        """Normalized keys [n, D] of x [n, 3, H, W], computed under shuffle BN when distributed."""
+        """Normalized keys [n, D] of x [n, 3, H, W], under shuffle BN when distributed or split."""
         encode = lambda images: F.normalize(self.key_head(self.key_backbone(images)), dim=1)  # noqa: E731
         ranks = world_size()
         if ranks == 1:

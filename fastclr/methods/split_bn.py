@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are per group of `num_splits` consecutive chunks."""
+    """BatchNorm2d with training statistics of its own for each of `num_splits` consecutive groups
+    of rows (eval: plain BatchNorm2d)."""
 
     def __init__(self, num_features: int, num_splits: int, **kwargs) -> None:
         super().__init__(num_features, **kwargs)
