@@ -15,6 +15,8 @@ PAPER = {
     "simclr-cifar10": {"method": "simclr", "arch": "resnet18", "batch_size": 512, "epochs": 800},
     "simclr-imagenet": {"method": "simclr", "arch": "resnet50", "batch_size": 4096,
                         "temperature": 0.1, "epochs": 100, "optimizer": "lars", "lr": 0.3},
+    "moco-v2-digits": {"method": "moco", "data": "digits", "epochs": 30, "optimizer": "lars",
+                       "lr": 2.0, "queue_size": 1024, "target_momentum": 0.99},
     "moco-v2-imagenet": {"method": "moco", "queue_size": 65536, "temperature": 0.2,
                          "target_momentum": 0.999, "optimizer": "sgd", "lr": 0.03},
     "byol-imagenet": {"method": "byol", "batch_size": 4096, "target_momentum": 0.996,
@@ -28,6 +30,7 @@ PAPER = {
 }  # fmt: skip
 # What makes a recipe fit 24 synthetic images at 8 px in a few seconds.
 SMALL = {
+    "moco-v2-digits": ["--queue-size", "16"],
     "moco-v2-imagenet": ["--queue-size", "16"],
     "swav-imagenet": ["--local-size", "8", "--prototypes", "16", "--queue-size", "8"],
 }

@@ -141,6 +141,20 @@ def test_resolve_fills_data_and_optimizer_defaults_once():
     assert resolve_config(digits, restart_count=0) == (digits, [])  # idempotent
 
 
+def test_moco_on_digits_gets_the_digits_preset_and_its_paper_settings_elsewhere():
+    def moco(data: str, *flags: str) -> TrainConfig:
+        return resolve_config(from_command_line("--method", "moco", "--data", data, *flags))[0]
+
+    def settings(c: TrainConfig) -> tuple:
+        return (c.optimizer, c.lr, c.weight_decay, c.queue_size, c.target_momentum)
+
+    assert settings(moco("digits")) == ("lars", 2.0, 1e-6, 1024, 0.99)
+    assert settings(moco("synthetic:24")) == ("sgd", 0.03, 1e-4, 65536, 0.999)  # the paper's
+    given = moco("digits", "--optimizer", "sgd", "--queue-size", "512", "--target-momentum", "0.9")
+    assert settings(given) == ("sgd", 0.03, 1e-4, 512, 0.9)  # flags win, lr follows the optimizer
+    assert moco("digits", "--config", "moco-v2-digits").epochs == 30
+
+
 def test_restarted_group_resumes_from_newest_checkpoint_in_out(tmp_path):
     given = TrainConfig(data="synthetic:24", out=str(tmp_path), resume=str(tmp_path / "old.pt"))
     # No checkpoint in --out yet: the restarted group starts where the first attempt started.

@@ -26,7 +26,9 @@ def load_trained_model(
     """
     path, state = resolve_checkpoint(checkpoint)
     config = state["config"]
-    model = build_method(config)
+    # Plain BatchNorm: MoCo's split BN (--bn-splits) is a training device, and a fine-tuned or
+    # evaluated encoder is an ordinary torchvision network (eval mode would not split anyway).
+    model = build_method({**config, "bn_splits": 1})
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, path
 

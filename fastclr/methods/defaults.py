@@ -36,7 +36,7 @@ DEFAULTS: dict[str, MethodDefaults] = {
         paper="Chen et al. 2020, Improved Baselines with Momentum Contrastive Learning (MoCo v2)",
         optimizer="sgd", lr=0.03, weight_decay=1e-4, warmup_epochs=0,
         settings={"temperature": 0.2, "queue_size": 65536, "target_momentum": 0.999,
-                  "proj_dim": 128, "proj_layers": 2, "proj_hidden": None},
+                  "bn_splits": 1, "proj_dim": 128, "proj_layers": 2, "proj_hidden": None},
     ),
     "byol": MethodDefaults(
         paper="Grill et al. 2020, Bootstrap Your Own Latent (BYOL)",

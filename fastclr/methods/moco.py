@@ -17,7 +17,9 @@ the newest K keys of every rank: keys are gathered across ranks before being enq
 Shuffle BN: under DDP, the key encoder runs on the global batch permuted across ranks (a
 permutation drawn from the step number, the same on every rank), so a key's BN statistics come from
 other images than its query's, as in MoCo's code; backbone BN stays per rank (no SyncBN). On one
-process the shuffle has nothing to spread over and is skipped.
+process (--bn-splits S > 1, as MoCo's authors' one-GPU CIFAR-10 demo) both encoders' BN computes
+its statistics over S groups of the batch (fastclr.methods.split_bn), and the keys are shuffled
+across the groups, so each group plays one rank.
 
 State: online and key encoders, the queue [K, D] and its write pointer are parameters and buffers,
 saved and restored exactly by state_dict.
@@ -38,6 +40,7 @@ from fastclr.methods.base import Method, feature_width
 from fastclr.methods.distributed import gather_rows, world_size
 from fastclr.methods.heads import mlp
 from fastclr.methods.momentum import ema_update, momentum_copy
+from fastclr.methods.split_bn import split_batchnorm
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
@@ -54,6 +57,8 @@ class MoCo(Method):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
+        self.bn_splits = config.get("bn_splits") or 1
+        split_batchnorm(self.backbone, self.bn_splits)
         hidden = feature_width(config, self.feature_dim)
         self.proj_dim = config.get("proj_dim") or 128
         self.head = mlp(
@@ -77,13 +82,27 @@ class MoCo(Method):
                 "images): the queue would hold keys of the same images again, positives among "
                 f"them; pass --queue-size {num_images} or less"
             )
+        rows = 2 * batch_size // world_size()  # both views of a rank's images, in one BN pass
+        if rows < 2 * self.bn_splits:
+            raise UsageError(
+                f"--bn-splits {self.bn_splits} needs >= 2 images per BN group, and a pass holds "
+                f"{rows} (2 views x --batch-size {batch_size} / {world_size()} ranks): pass "
+                f"--bn-splits {max(rows // 2, 1)} or less, or a larger --batch-size"
+            )
 
     def _keys_of(self, x: Tensor, step: int) -> Tensor:
-        """Normalized keys [n, D] of x [n, 3, H, W], computed under shuffle BN when distributed."""
+        """Normalized keys [n, D] of x [n, 3, H, W], under shuffle BN when distributed or split."""
         encode = lambda images: F.normalize(self.key_head(self.key_backbone(images)), dim=1)  # noqa: E731
         ranks = world_size()
         if ranks == 1:
-            return encode(x)
+            if self.bn_splits == 1:
+                return encode(x)
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(step))
+            order = order.to(x.device)
+            keys = encode(x[order])  # row j is the key of image order[j]
+            unshuffled = torch.empty_like(keys)
+            unshuffled[order] = keys
+            return unshuffled
         everything = gather_rows(x)
         generator = torch.Generator().manual_seed(step)
         order = torch.randperm(len(everything), generator=generator).to(x.device)
