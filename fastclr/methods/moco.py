@@ -94,23 +94,17 @@ class MoCo(Method):
         """Normalized keys [n, D] of x [n, 3, H, W], under shuffle BN when distributed or split."""
         encode = lambda images: F.normalize(self.key_head(self.key_backbone(images)), dim=1)  # noqa: E731
         ranks = world_size()
-        if ranks == 1:
-            if self.bn_splits == 1:
-                return encode(x)
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(step))
-            order = order.to(x.device)
-            keys = encode(x[order])  # row j is the key of image order[j]
-            unshuffled = torch.empty_like(keys)
-            unshuffled[order] = keys
-            return unshuffled
+        if ranks == 1 and self.bn_splits == 1:
+            return encode(x)  # no groups to shuffle the keys across
+        rank = dist.get_rank() if ranks > 1 else 0
         everything = gather_rows(x)
         generator = torch.Generator().manual_seed(step)
         order = torch.randperm(len(everything), generator=generator).to(x.device)
-        mine = order.view(ranks, -1)[dist.get_rank()]
+        mine = order.view(ranks, -1)[rank]
         keys = gather_rows(encode(everything[mine]))  # row j is the key of image order[j]
         unshuffled = torch.empty_like(keys)
         unshuffled[order] = keys
-        return unshuffled.view(ranks, len(x), -1)[dist.get_rank()]
+        return unshuffled.view(ranks, len(x), -1)[rank]
 
     def forward(self, views: list[Tensor], labels: Tensor, step: int) -> Tensor:
         q = F.normalize(self.head(self.backbone(torch.cat(views))), dim=1)
