@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from fastclr.backbones import build_backbone, resolve_stem
 from fastclr.errors import UsageError
+from fastclr.methods.heads import mlp
 
 __all__ = ["ProjectionHead", "SimCLRModel", "build_model", "resolve_stem"]
 
@@ -38,16 +39,9 @@ class ProjectionHead(nn.Module):
         super().__init__()
         if layers < 1:
             raise UsageError(f"--proj-layers {layers}: use 2 (SimCLR v1) or 3 (SimCLR v2)")
-        blocks: list[nn.Module] = []
-        width = in_dim
-        for _ in range(layers - 1):
-            blocks += [nn.Linear(width, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim)]
-            blocks.append(nn.ReLU(inplace=True))
-            width = hidden_dim
-        blocks.append(nn.Linear(width, out_dim, bias=not last_batch_norm))
-        if last_batch_norm:  # its shift replaces the Linear's bias
-            blocks.append(nn.BatchNorm1d(out_dim))
-        self.net = nn.Sequential(*blocks)
+        self.net = mlp(
+            in_dim, hidden_dim, out_dim, layers, last_batch_norm=last_batch_norm, last_affine=True
+        )
 
     def forward(self, h: Tensor) -> Tensor:
         return self.net(h)
