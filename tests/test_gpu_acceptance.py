@@ -2,6 +2,7 @@
 through the real entry point), resuming, no GPU without --dry-run, and a failing stage or failing
 GPU tests recorded while the run goes on."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,8 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastclr.bench.acceptance import STAGE_NAMES, runner
-from fastclr.bench.acceptance.context import DRY_SIZES, Context
+from fastclr.bench.acceptance import STAGE_NAMES, gpu_tests, runner
+from fastclr.bench.acceptance.context import (
+    DRY_SIZES,
+    GPU_SIZES,
+    LEASE_SIZES,
+    Context,
+    make_context,
+)
+from fastclr.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,6 +146,38 @@ def test_failing_gpu_tests_block_the_measurements(
         record = json.loads((ctx.records_dir / f"{name}.json").read_text())
         assert record["status"] == "blocked" and "GPU tests failed" in record["error"]
     assert any("gpu-tests" in line and "failed" in line for line in lines)
+
+
+def test_no_gate_measures_after_failing_gpu_tests_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fake_stages(monkeypatch, {"gpu-tests": RuntimeError("2 failed, 40 passed")})
+    ctx = context(tmp_path)
+    assert runner.run(ctx, None, force=False, echo=[].append, gate=False) == 1
+    assert calls == list(STAGE_NAMES)
+    for name in ("loss-bf16", "budget", "train"):
+        record = json.loads((ctx.records_dir / f"{name}.json").read_text())
+        assert record["status"] == "ok" and "GPU tests failed" in record["ungated"]
+    assert "ungated" not in json.loads((ctx.records_dir / "env.json").read_text())
+
+
+def test_lease_sizes_are_a_part_of_the_full_grid() -> None:
+    assert set(LEASE_SIZES.loss_rows) <= set(GPU_SIZES.loss_rows)
+    assert set(LEASE_SIZES.loss_dims) <= set(GPU_SIZES.loss_dims)
+    assert set(LEASE_SIZES.loss_impls) <= set(GPU_SIZES.loss_impls)
+    assert set(LEASE_SIZES.family_rows) <= set(GPU_SIZES.family_rows)
+    assert not LEASE_SIZES.compile_model and LEASE_SIZES.compile_skip_reason
+    with pytest.raises(UsageError, match="--lease and --dry-run"):
+        make_context(True, None, REPO, lease=True)
+
+
+def test_gpu_tests_use_xdist_workers_only_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu_tests.os, "cpu_count", lambda: 16)
+    installed = importlib.util.find_spec("xdist") is not None
+    assert gpu_tests.xdist_args(8) == (["-n", "8"] if installed else [])
+    assert gpu_tests.xdist_args(1) == []
+    monkeypatch.setattr(gpu_tests.importlib.util, "find_spec", lambda name: None)
+    assert gpu_tests.xdist_args(8) == []
 
 
 def test_a_named_stage_brings_the_gpu_tests_and_the_report(

@@ -1,7 +1,7 @@
 """What every stage of the acceptance run gets: where to write, which sizes, and the device."""
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ class Sizes:
     budget_impls: tuple[str, ...]
     stage_deadline_s: float  # a pytest stage stops starting cases after this
     stage_timeout_s: float  # and is killed after this
+    gpu_tests_timeout_s: float  # the GPU tests' limit (they build the CUDA extension first)
     arch: str
     image_size: int
     batch_range: tuple[int, int]  # largest-batch search: first and last power of two
@@ -39,6 +40,8 @@ class Sizes:
     loader_steps: int
     loader_workers: int
     data_batches: int
+    gpu_test_workers: int  # pytest-xdist workers for the GPU tests (1: none); compiling dominates
+    compile_skip_reason: str = ""  # why compile_model is off, recorded in the train results
 
 
 GPU_SIZES = Sizes(
@@ -57,6 +60,7 @@ GPU_SIZES = Sizes(
     budget_impls=("reference", "chunked", "triton", "cuda"),
     stage_deadline_s=240.0,
     stage_timeout_s=290.0,
+    gpu_tests_timeout_s=290.0,
     arch="resnet50",
     image_size=224,
     batch_range=(64, 4096),
@@ -66,6 +70,30 @@ GPU_SIZES = Sizes(
     loader_steps=3,
     loader_workers=16,
     data_batches=10,
+    gpu_test_workers=8,
+)
+
+# One device lease (this workplace lends 15 device-minutes a session, at most 10 a call): the
+# headline cases only, ESTIMATED ~6 min on an H100/H200 (not yet run). D = 128 (SimCLR's projection
+# width), 2N from 4096 up; no torch.compile (the compiled reference and the compiled ResNet-50
+# take minutes to build); one family size; a fixed training batch instead of the search.
+LEASE_SIZES = replace(
+    GPU_SIZES,
+    loss_rows=(4096, 16384, 65536),
+    loss_dims=(128,),
+    loss_impls=("reference", "chunked", "triton", "cuda", "matmul-floor"),
+    loss_target_s=0.1,
+    family_rows=(16384,),
+    family_dtypes=("bfloat16",),
+    family_deadline_s=40.0,
+    stage_deadline_s=45.0,
+    stage_timeout_s=120.0,
+    gpu_tests_timeout_s=240.0,
+    batch_range=(256, 256),
+    compile_model=False,
+    compile_skip_reason="--lease: torch.compile of ResNet-50 takes minutes",
+    loader_steps=3,
+    data_batches=5,
 )
 
 DRY_SIZES = Sizes(
@@ -84,15 +112,18 @@ DRY_SIZES = Sizes(
     budget_impls=("reference", "chunked"),
     stage_deadline_s=60.0,
     stage_timeout_s=240.0,
+    gpu_tests_timeout_s=240.0,
     arch="resnet18",  # the code path of ResNet-50's; bf16 ResNet-50 takes ~10 s a step on a CPU
     image_size=8,
     batch_range=(2, 2),
     warmup_steps=1,
     timed_steps=1,
-    compile_model=False,  # torch.compile of ResNet-50 takes minutes on 2 CPU cores
+    compile_model=False,
+    compile_skip_reason="dry run: torch.compile of ResNet-50 takes minutes on a CPU",
     loader_steps=1,
     loader_workers=0,
     data_batches=1,
+    gpu_test_workers=1,
 )
 
 
@@ -118,8 +149,13 @@ class Context:
         return self.device_dir / "acceptance"
 
 
-def make_context(dry_run: bool, results_dir: Path | None, repo: Path) -> Context:
-    """The run's context; UsageError when there is no GPU (and no --dry-run) or no checkout."""
+def make_context(
+    dry_run: bool, results_dir: Path | None, repo: Path, lease: bool = False
+) -> Context:
+    """The run's context; UsageError when there is no GPU (and no --dry-run) or no checkout.
+    lease: LEASE_SIZES instead of GPU_SIZES (a dry run always has DRY_SIZES)."""
+    if dry_run and lease:
+        raise UsageError("--lease and --dry-run: choose one (a dry run has its own tiny sizes)")
     if not dry_run and not torch.cuda.is_available():
         raise UsageError(
             "no CUDA device visible (torch.cuda.is_available() is False): run it on a GPU "
@@ -135,4 +171,5 @@ def make_context(dry_run: bool, results_dir: Path | None, repo: Path) -> Context
         results_dir = Path(tempfile.mkdtemp(prefix="fastclr-dry-run-")) if dry_run else None
         results_dir = results_dir or repo / "bench" / "results"
     device = torch.device("cpu" if dry_run else "cuda")
-    return Context(dry_run, device, Path(results_dir), repo, DRY_SIZES if dry_run else GPU_SIZES)
+    sizes = DRY_SIZES if dry_run else LEASE_SIZES if lease else GPU_SIZES
+    return Context(dry_run, device, Path(results_dir), repo, sizes)

@@ -79,7 +79,7 @@ def run(ctx: Context) -> dict:
                 status="no fit", reason=f"not even a batch of {sizes.batch_range[0]} fits"
             )
         elif case["compile"] and not sizes.compile_model:
-            record.update(status="skipped", reason="dry run: torch.compile takes minutes on a CPU")
+            record.update(status="skipped", reason=sizes.compile_skip_reason)
         else:
             try:
                 record.update(status="ok", **measure(ctx, case, batch))
