@@ -14,6 +14,8 @@ set -u
 budget_s=${1:-470}
 OUT=${OUT:-$(mktemp -d /tmp/fastclr-lease-XXXX)}
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+started="$OUT/.started"
+touch "$started"
 # Build the CUDA extension for this GPU only (the default list also builds sm_80: twice the time).
 if command -v nvidia-smi >/dev/null; then
     cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)
@@ -30,5 +32,5 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$OUT/install.lo
 timeout -s INT "$budget_s" python3 -m fastclr.cli.main bench gpu --lease --no-gate 2>&1 \
     | tee "$OUT/run.log"
 echo "bench gpu exit: ${PIPESTATUS[0]} (124: stopped at ${budget_s} s, finished stages kept)"
-mapfile -t written < <(git status --porcelain --untracked-files=all bench/results | cut -c4-)
+mapfile -t written < <(find bench/results -type f -newer "$started")
 tar czf "$OUT/results.tgz" "${written[@]}" && echo "packed ${#written[@]} files into $OUT/results.tgz"
