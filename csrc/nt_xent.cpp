@@ -8,10 +8,17 @@
 // contiguous; row_ids [M] int64 (zr[i] == zc[row_ids[i]]); C even. Outputs are fp32; the optional
 // output tensors let tests pass poisoned buffers. Every check runs before any CUDA call, shapes and
 // dtypes before devices, so a wrong call fails with a message naming the argument, never a crash.
+//
+// Numbers in those messages are formatted to strings here (to_text), never streamed: on the H200
+// machine's image (torch 2.11.0+cu130, 2026-11-30) streaming an integer from this extension's
+// message code segfaulted (cuda-gdb: c10::operator<<(ostream&, ArrayRef<long>) ->
+// ostream::_M_insert<long>), while strings, dtypes and devices printed fine.
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
+#include <string>
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -23,9 +30,9 @@
   TORCH_CHECK_VALUE((x).is_cuda(), #x " must be a CUDA tensor, got one on ", (x).device())
 #define CHECK_CONTIGUOUS(x) \
   TORCH_CHECK_VALUE((x).is_contiguous(), #x " must be contiguous (call .contiguous() first)")
-#define CHECK_SHAPE(x, ...)                                                                 \
-  TORCH_CHECK_VALUE((x).sizes() == at::IntArrayRef({__VA_ARGS__}), #x " must have shape ", \
-                    at::IntArrayRef({__VA_ARGS__}), ", got ", (x).sizes())
+#define CHECK_SHAPE(x, ...)                                                                  \
+  TORCH_CHECK_VALUE((x).sizes() == at::IntArrayRef({__VA_ARGS__}), #x " must have shape ",  \
+                    to_text(at::IntArrayRef({__VA_ARGS__})), ", got ", to_text((x).sizes()))
 #define CHECK_DTYPE(x, dtype, name) \
   TORCH_CHECK_TYPE((x).scalar_type() == (dtype), #x " must be " name ", got ", (x).scalar_type())
 #define CHECK_SAME_DEVICE(x, ref)                                                           \
@@ -35,6 +42,20 @@
 namespace {
 
 using fastclr::NtXentDtype;
+
+std::string to_text(int64_t value) { return std::to_string(value); }
+
+std::string to_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", value);
+  return text;
+}
+
+std::string to_text(at::IntArrayRef shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
 
 NtXentDtype compute_dtype(const at::Tensor& zr, const at::Tensor& zc) {
   TORCH_CHECK_TYPE(zc.scalar_type() == zr.scalar_type(), "zc must have the dtype of zr (",
@@ -55,18 +76,19 @@ NtXentDtype compute_dtype(const at::Tensor& zr, const at::Tensor& zc) {
 // Shapes and dtypes of the inputs both primitives share (no device access); returns the dtype.
 NtXentDtype check_shapes_and_dtypes(const at::Tensor& zr, const at::Tensor& zc,
                                     const at::Tensor& row_ids, double inv_temp) {
-  TORCH_CHECK_VALUE(zr.dim() == 2, "zr must be 2-D [M, D], got shape ", zr.sizes());
-  TORCH_CHECK_VALUE(zc.dim() == 2, "zc must be 2-D [C, D], got shape ", zc.sizes());
-  TORCH_CHECK_VALUE(zc.size(1) == zr.size(1), "zc must have zr's feature size D = ", zr.size(1),
-                    ", got shape ", zc.sizes());
+  TORCH_CHECK_VALUE(zr.dim() == 2, "zr must be 2-D [M, D], got shape ", to_text(zr.sizes()));
+  TORCH_CHECK_VALUE(zc.dim() == 2, "zc must be 2-D [C, D], got shape ", to_text(zc.sizes()));
+  TORCH_CHECK_VALUE(zc.size(1) == zr.size(1), "zc must have zr's feature size D = ",
+                    to_text(zr.size(1)), ", got shape ", to_text(zc.sizes()));
   TORCH_CHECK_VALUE(zc.size(0) >= 2 && zc.size(0) % 2 == 0,
                     "zc must have an even number of rows C = 2N >= 2 (both views), got ",
-                    zc.size(0));
+                    to_text(zc.size(0)));
   CHECK_SHAPE(row_ids, zr.size(0));
   const NtXentDtype dtype = compute_dtype(zr, zc);
   CHECK_DTYPE(row_ids, at::kLong, "int64");
   TORCH_CHECK_VALUE(std::isfinite(inv_temp) && inv_temp > 0,
-                    "inv_temp must be a finite positive number (1 / temperature), got ", inv_temp);
+                    "inv_temp must be a finite positive number (1 / temperature), got ",
+                    to_text(inv_temp));
   return dtype;
 }
 
@@ -85,7 +107,8 @@ at::Tensor output_or_new(const std::optional<at::Tensor>& out, const char* name,
                          at::IntArrayRef shape, const at::Tensor& zr) {
   if (!out.has_value()) return at::empty(shape, zr.options().dtype(at::kFloat));
   const at::Tensor& t = *out;
-  TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", to_text(shape), ", got ",
+                    to_text(t.sizes()));
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name, " must be float32, got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device() == zr.device(), name, " must be on ", zr.device(), " like zr, got ",
                     t.device());
@@ -160,7 +183,8 @@ at::Tensor backward_rows(const at::Tensor& zr, const at::Tensor& zc, const at::T
   const int64_t M = zr.size(0);
   const int64_t D = zr.size(1);
   // The backward's grid has one y block per 64 (fp32) or 128 gradient columns (kBlockDOut).
-  TORCH_CHECK_VALUE(D <= int64_t{65535} * 64, "zr has too many features for the grid: D = ", D);
+  TORCH_CHECK_VALUE(D <= int64_t{65535} * 64, "zr has too many features for the grid: D = ",
+                    to_text(D));
   at::Tensor grad = output_or_new(grad_out, "grad", {M, D}, zr);
 
   const c10::cuda::CUDAGuard device_guard(zr.device());
