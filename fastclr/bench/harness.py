@@ -118,7 +118,10 @@ class BenchSession:
             return bound
         if self._reference_error is None:
             value, grad, _ = self.oracle()
-            got_value, got_grad = impls.value_and_grad(impls.build_loss("reference"), *self._inputs)
+            scale = impls.GRAD_SCALE.get(dtype, 1.0)
+            got_value, got_grad = impls.value_and_grad(
+                impls.build_loss("reference"), *self._inputs, grad_scale=scale
+            )
             self._reference_error = max(
                 impls.relative_error(got_value, value), impls.relative_error(got_grad, grad)
             )
@@ -132,7 +135,8 @@ class BenchSession:
         z1, z2 = self._inputs
         loss = impls.build_loss(case.impl)
         start = time.perf_counter()
-        value, grad = impls.value_and_grad(loss, z1, z2)
+        scale = impls.GRAD_SCALE.get(impls.DTYPES[case.dtype], 1.0)
+        value, grad = impls.value_and_grad(loss, z1, z2, grad_scale=scale)
         self.synchronize()
         seconds = time.perf_counter() - start
         want_value, want_grad, method = self.oracle()

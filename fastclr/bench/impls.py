@@ -48,6 +48,12 @@ TEMPERATURE = 0.1
 # A wrong kernel (a term missing, a mask misplaced) errs by far more. The bound is
 # max(this, 2 x the reference's own error in the same dtype) where the reference fits.
 TOLERANCE = {torch.float32: 2e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+# Checked fp16 gradients are those of a scaled loss, as fp16 training scales it: unscaled, the
+# mean loss's gradient at 2N = 65536 sits in fp16's subnormals (seen on an H200: every backend
+# 1.8e-2 off, the plain PyTorch loss all zeros). The scale starts below GradScaler's 2^16 because
+# the plain loss's value is itself fp16 (largest number 65504), and halves while the gradient
+# overflows, as GradScaler's does (small 2N: gradients near 1).
+GRAD_SCALE = {torch.float16: 2.0**15}
 
 
 def loss_impl_names() -> list[str]:
@@ -126,12 +132,23 @@ def leaves(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
     return z1.detach().requires_grad_(True), z2.detach().requires_grad_(True)
 
 
-def value_and_grad(loss: LossFn, z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
-    """(loss value, gradient [rows, dim] w.r.t. cat(z1, z2)) under mean reduction."""
-    a, b = leaves(z1, z2)
-    value = loss(a, b)
-    grad_a, grad_b = torch.autograd.grad(value, (a, b))
-    return value.detach(), torch.cat([grad_a, grad_b])
+def value_and_grad(
+    loss: LossFn, z1: Tensor, z2: Tensor, grad_scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """(loss value, gradient [rows, dim] w.r.t. cat(z1, z2)) under mean reduction.
+
+    grad_scale: backpropagate this loss scale and divide it out in float64, halving it while the
+    gradient overflows (down to 1), as fp16 training's torch.amp.GradScaler does (GRAD_SCALE)."""
+    while True:
+        a, b = leaves(z1, z2)
+        value = loss(a, b)
+        seed = torch.full_like(value, grad_scale)
+        grad = torch.cat(torch.autograd.grad(value, (a, b), grad_outputs=seed))
+        if grad_scale == 1.0:
+            return value.detach(), grad
+        if grad_scale < 2.0 or torch.isfinite(grad).all():
+            return value.detach(), grad.double() / grad_scale
+        grad_scale /= 2
 
 
 def loss_step(loss: LossFn, z1: Tensor, z2: Tensor, mode: str) -> Callable[[], object]:
