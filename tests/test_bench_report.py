@@ -100,6 +100,16 @@ def results_dir(tmp_path: Path) -> Path:
                 "largest_rows": 2048,
                 "limited_by": "budget",
             },
+            {  # a search the stage's deadline never started: no budget recorded
+                "suite": "budget",
+                "impl": "triton",
+                "mode": "fwd+bwd",
+                "rows": 1024,
+                "dim": 128,
+                "dtype": "float32",
+                "status": "deadline",
+                "reason": "not started: the run passed its 45 s",
+            },
         ],
     )
     # A newer partial run: refreshes reference at 1024, skips chunked at 2048 (must not hide the
@@ -135,7 +145,8 @@ def test_tables_ratios_and_statuses(results_dir: Path, monkeypatch: pytest.Monke
     assert "| chunked | float32 | 128 | ≥ 8192 | cap | 40 MiB | 300 ms |" in text
     assert "| reference | float32 | 128 | 2048 | budget | 256 MiB | 40 ms |" in text
     # one table per budget: the 4 MiB search does not replace the 512 MiB one
-    assert "fits 4 MiB" in text and "fits 512 MiB" in text
+    assert "fits 4 MiB" in text and "fits 512 MiB" in text and "fits 0" not in text
+    assert "Budget searches not run: triton float32 (not started: the run passed its 45 s)." in text
     assert "| chunked | float32 | 128 | 2048 | budget | 30 MiB | 20 ms |" in text
     assert "- triton: needs a CUDA tensor" in text
     assert "| chunked | float32 | 1.0e-07 | 2.0e-06 | float64 reference |" in text

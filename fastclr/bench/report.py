@@ -206,8 +206,13 @@ def accuracy_lines(device: Device) -> list[str]:
 def budget_lines(device: Device) -> list[str]:
     lines: list[str] = []
     by_budget: dict = defaultdict(dict)
+    unsearched = {}  # not started (a deadline): no budget to file them under
     for (budget, *rest), record in device.budgets.items():
-        by_budget[budget or 0][tuple(rest)] = record
+        if budget is not None:
+            by_budget[budget][tuple(rest)] = record
+        elif record["status"] != "unavailable":  # those are listed with the reason elsewhere
+            unsearched[(record["impl"], record["dtype"])] = record.get("reason", "")
+    searched = {(impl, dtype) for records in by_budget.values() for impl, _, dtype in records}
     for budget, records in sorted(by_budget.items()):
         lines += [
             f"### Largest batch whose forward+backward fits {format_bytes(budget)}",
@@ -239,6 +244,11 @@ def budget_lines(device: Device) -> list[str]:
             "limited by: budget (next size over it), OOM, time, cap (end of the size grid).",
             "",
         ]
+    missing = sorted(
+        f"{i} {d} ({why})" for (i, d), why in unsearched.items() if (i, d) not in searched
+    )
+    if missing:
+        lines += [f"Budget searches not run: {'; '.join(missing)}.", ""]
     return lines
 
 
