@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU acceptance run inside one short device lease (a machine lent for minutes, no network):
 #
-#   bash bench/gpu_lease.sh [SECONDS]     # default 470: the run is stopped there, results kept
+#   bash bench/gpu_lease.sh [SECONDS [BENCH-GPU-ARGS...]]
+#       SECONDS (default 470): the run is stopped there, finished stages kept;
+#       e.g. `bash bench/gpu_lease.sh 150 --stage budget --force` reruns one stage.
 #
 # Installs wheels carried in .whl/ (the peers of the family stage: lightly, OpenCLIP,
 # pytorch-metric-learning; without them those cases are recorded as unavailable), installs this
@@ -12,6 +14,7 @@
 # say when the GPU tests had failed.
 set -u
 budget_s=${1:-470}
+shift $(($# > 0))
 OUT=${OUT:-$(mktemp -d /tmp/fastclr-lease-XXXX)}
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
 started="$OUT/.started"
@@ -29,7 +32,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$OUT/install.log" 2>&1 \
     || { tail -20 "$OUT/install.log"; exit 1; }
-timeout -s INT "$budget_s" python3 -m fastclr.cli.main bench gpu --lease --no-gate 2>&1 \
+timeout -s INT "$budget_s" python3 -m fastclr.cli.main bench gpu --lease --no-gate "$@" 2>&1 \
     | tee "$OUT/run.log"
 echo "bench gpu exit: ${PIPESTATUS[0]} (124: stopped at ${budget_s} s, finished stages kept)"
 mapfile -t written < <(find bench/results -type f -newer "$started")

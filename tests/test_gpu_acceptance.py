@@ -159,6 +159,10 @@ def test_no_gate_measures_after_failing_gpu_tests_and_says_so(
         record = json.loads((ctx.records_dir / f"{name}.json").read_text())
         assert record["status"] == "ok" and "GPU tests failed" in record["ungated"]
     assert "ungated" not in json.loads((ctx.records_dir / "env.json").read_text())
+    # A named measuring stage does not bring the failed GPU tests back when not gated.
+    calls.clear()
+    assert runner.run(ctx, ["budget"], force=True, echo=[].append, gate=False) == 0
+    assert calls == ["budget", "report"]
 
 
 def test_lease_sizes_are_a_part_of_the_full_grid() -> None:

@@ -76,7 +76,8 @@ GPU_SIZES = Sizes(
 # One device lease (this workplace lends 15 device-minutes a session, at most 10 a call): the
 # headline cases only, ESTIMATED ~6 min on an H100/H200 (not yet run). D = 128 (SimCLR's projection
 # width), 2N from 4096 up; no torch.compile (the compiled reference and the compiled ResNet-50
-# take minutes to build); one family size; a fixed training batch instead of the search.
+# take minutes to build); one family size; 2N <= 2^18 in the budget search; a fixed training
+# batch instead of the search.
 LEASE_SIZES = replace(
     GPU_SIZES,
     loss_rows=(4096, 16384, 65536),
@@ -86,6 +87,10 @@ LEASE_SIZES = replace(
     family_rows=(16384,),
     family_dtypes=("bfloat16",),
     family_deadline_s=40.0,
+    # fastclr's backends first, and a cap whose fp32 chunked oracle takes seconds, not minutes
+    # (at 2^20 rows it alone outlasted the stage on an H200).
+    budget_max_rows=2**18,
+    budget_impls=("triton", "cuda", "reference"),
     stage_deadline_s=45.0,
     stage_timeout_s=120.0,
     gpu_tests_timeout_s=240.0,
