@@ -88,7 +88,7 @@ def add_gpu_parser(actions: argparse._SubParsersAction) -> None:
     gpu.add_argument(
         "--lease",
         action="store_true",
-        help="the headline cases only, to fit one short GPU lease (estimated ~6 min): D 128, 2N "
+        help="the headline cases only, to fit one short GPU lease (~8 min on an H200): D 128, 2N "
         "4096-65536, no torch.compile, one family size, training batch 256",
     )
     gpu.add_argument(

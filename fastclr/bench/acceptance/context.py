@@ -74,10 +74,10 @@ GPU_SIZES = Sizes(
 )
 
 # One device lease (this workplace lends 15 device-minutes a session, at most 10 a call): the
-# headline cases only, ESTIMATED ~6 min on an H100/H200 (not yet run). D = 128 (SimCLR's projection
-# width), 2N from 4096 up; no torch.compile (the compiled reference and the compiled ResNet-50
-# take minutes to build); one family size; 2N <= 2^18 in the budget search; a fixed training
-# batch instead of the search.
+# headline cases only, 466 s on an H200 (2026-11-30; the GPU tests 168 s of it). D = 128 (SimCLR's
+# projection width), 2N from 4096 up; no torch.compile (the compiled reference and the compiled
+# ResNet-50 take minutes to build); one family size; 2N <= 2^18 in the budget search; a fixed
+# training batch instead of the search.
 LEASE_SIZES = replace(
     GPU_SIZES,
     loss_rows=(4096, 16384, 65536),
