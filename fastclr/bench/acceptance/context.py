@@ -80,7 +80,7 @@ GPU_SIZES = Sizes(
 # training batch instead of the search.
 LEASE_SIZES = replace(
     GPU_SIZES,
-    loss_rows=(4096, 16384, 65536),
+    loss_rows=(4096, 8192, 16384, 65536),  # 8192: where the static model's estimates are
     loss_dims=(128,),
     loss_impls=("reference", "chunked", "triton", "cuda", "matmul-floor"),
     loss_target_s=0.1,
