@@ -24,6 +24,8 @@ PAPER = {
                       "view_blur_p": (1.0, 0.1), "view_solarize_p": (0.0, 0.2)},
     "simsiam-imagenet": {"method": "simsiam", "optimizer": "sgd", "lr": 0.05,
                          "weight_decay": 1e-4, "proj_layers": 3, "pred_hidden": 512},
+    "swav-digits": {"method": "swav", "data": "digits", "epochs": 50, "optimizer": "lars",
+                    "lr": 2.0, "temperature": 0.2, "prototypes": 30, "local_views": 0},
     "swav-imagenet": {"method": "swav", "prototypes": 3000, "sinkhorn_epsilon": 0.05,
                       "sinkhorn_iterations": 3, "temperature": 0.1, "local_views": 6,
                       "freeze_prototypes_steps": 313},
@@ -32,6 +34,7 @@ PAPER = {
 SMALL = {
     "moco-v2-digits": ["--queue-size", "16"],
     "moco-v2-imagenet": ["--queue-size", "16"],
+    "swav-digits": ["--prototypes", "6"],
     "swav-imagenet": ["--local-size", "8", "--prototypes", "16", "--queue-size", "8"],
 }
 
