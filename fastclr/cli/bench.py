@@ -212,5 +212,10 @@ def run_acceptance(args: argparse.Namespace) -> int:
     from fastclr.bench.acceptance.context import make_context
 
     ctx = make_context(args.dry_run, args.results, args.repo, args.lease)
-    echo = lambda line: print(line, flush=True)  # noqa: E731
-    return runner.run(ctx, args.stage, args.force, echo, gate=not args.no_gate)
+    return runner.run(
+        ctx,
+        args.stage,
+        args.force,
+        echo=lambda line: print(line, flush=True),
+        gate=not args.no_gate,
+    )
