@@ -29,35 +29,21 @@ epoch's mean loss LOSS_MARGIN below chance (seed 0: 1.41 and 1.42 at epoch 30, 2
 The measurements: bench/results/methods/cpu-amd-epyc/learning-digits-20261129.md.
 """
 
-import json
 import math
 
 import pytest
 
-from fastclr.train.config import TrainConfig
-from fastclr.train.loop import train
+from tests.digits_learning import train_on_digits
 
-EPOCHS, BATCH, PROTOTYPES = 30, 64, 30
+PROTOTYPES = 30
 KNN_MARGIN = 3.5  # points over the same seed's random-init encoder (seed 0 gained 12.5)
 LOSS_MARGIN = 1.0  # nats below chance ln 30, last epoch's mean loss (seed 0 dropped 2.0)
 
 
 @pytest.mark.slow
 def test_thirty_epochs_of_swav_on_digits_lift_knn_over_the_random_init_encoder(tmp_path):
-    cfg = TrainConfig(
-        method="swav", data="digits", epochs=EPOCHS, batch_size=BATCH, device="cpu",
-        precision="fp32", knn_every=EPOCHS, checkpoint_every=0, log_every=1, out=str(tmp_path),
-        seed=0,
-    )  # fmt: skip
-    summary = train(cfg)
-    print(json.dumps(summary))
-    resolved = json.loads((tmp_path / "config.json").read_text())
+    summary, resolved, last_epoch = train_on_digits("swav", tmp_path)
     assert (resolved["prototypes"], resolved["temperature"]) == (PROTOTYPES, 0.2)  # the preset ran
-    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in records if r["kind"] == "step"]
-    steps_per_epoch = len(losses) // EPOCHS
-    assert len(losses) == EPOCHS * steps_per_epoch and all(map(math.isfinite, losses))
     chance = math.log(PROTOTYPES)
-    last_epoch = sum(losses[-steps_per_epoch:]) / steps_per_epoch
     assert last_epoch < chance - LOSS_MARGIN, (last_epoch, chance, summary)
     assert summary["knn_final"] >= summary["knn_init"] + KNN_MARGIN, summary
