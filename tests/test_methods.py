@@ -130,6 +130,39 @@ def test_simsiam_predictor_is_the_fixed_lr_group():
     assert everything == {id(p) for p in model.parameters()}
 
 
+@pytest.mark.parametrize("method", ["byol", "simsiam"])
+def test_pred_lr_scale_holds_the_predictor_at_that_multiple_of_the_peak(method):
+    from fastclr.optim import build_optimizer
+    from fastclr.train.epoch import set_learning_rate
+
+    model = build_method({**TINY, "method": method, "pred_lr_scale": 10.0})
+    optimizer = build_optimizer(
+        "lars", model, lr=0.1, weight_decay=1e-6, fixed_lr=model.fixed_lr_parameters(),
+        fixed_lr_scale=model.fixed_lr_scale,
+    )  # fmt: skip
+    set_learning_rate(optimizer, lr=0.03, peak_lr=0.2)  # mid-schedule: 0.03 of a 0.2 peak
+    lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    predictor = {id(p) for p in model.predictor.parameters()}
+    assert [lrs[i] for i in predictor] == pytest.approx([2.0] * len(predictor))
+    assert {lr for i, lr in lrs.items() if i not in predictor} == {0.03}
+    assert len(lrs) == sum(p.requires_grad for p in model.parameters())  # not the target
+
+
+def test_byol_predictor_follows_the_schedule_unless_given_a_scale():
+    assert build_method({**TINY, "method": "byol"}).fixed_lr_parameters() == []  # the paper
+    simsiam = build_method({**TINY, "method": "simsiam"})  # the paper's fix_pred_lr: 1 x the peak
+    assert simsiam.fixed_lr_scale == 1.0 and simsiam.fixed_lr_parameters()
+
+
+def test_fixed_lr_groups_of_checkpoints_before_the_scale_stay_at_the_peak():
+    from fastclr.train.epoch import set_learning_rate
+
+    weight = torch.nn.Parameter(torch.ones(2, 2))
+    optimizer = torch.optim.SGD([{"params": [weight], "fixed_lr": True}], lr=0.1)  # no scale key
+    set_learning_rate(optimizer, lr=0.01, peak_lr=0.1)
+    assert optimizer.param_groups[0]["lr"] == 0.1
+
+
 def test_checkpoint_from_before_methods_loads_as_simclr(tmp_path):
     old = SimCLRModel("resnet18", "cifar", 128, 2, 8)
     config = {"arch": "resnet18", "stem": "cifar", "proj_dim": 128, "image_size": 8}

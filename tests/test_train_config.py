@@ -155,6 +155,35 @@ def test_moco_on_digits_gets_the_digits_preset_and_its_paper_settings_elsewhere(
     assert moco("digits", "--config", "moco-v2-digits").epochs == 30
 
 
+def test_byol_and_simsiam_on_digits_hold_the_predictor_fast_and_never_flip():
+    def resolved(method: str, data: str, *flags: str) -> TrainConfig:
+        return resolve_config(from_command_line("--method", method, "--data", data, *flags))[0]
+
+    def settings(c: TrainConfig) -> tuple:
+        return (c.optimizer, c.lr, c.weight_decay, c.pred_lr_scale, c.flip_p)
+
+    assert settings(resolved("byol", "digits")) == ("lars", 4.0, 1.5e-6, 10.0, 0.0)
+    assert settings(resolved("simsiam", "digits")) == ("sgd", 0.1, 5e-4, 10.0, 0.0)
+    assert resolved("simsiam", "digits").crop_scale == 0.8
+    # The papers' elsewhere: BYOL's predictor on the schedule, SimSiam's at the peak; flips.
+    assert settings(resolved("byol", "synthetic:24")) == ("lars", 0.2, 1.5e-6, None, None)
+    assert settings(resolved("simsiam", "synthetic:24")) == ("sgd", 0.05, 1e-4, 1.0, None)
+    given = resolved("byol", "digits", "--flip-p", "0.5", "--pred-lr-scale", "2", "--lr", "1")
+    assert settings(given) == ("lars", 1.0, 1.5e-6, 2.0, 0.5)  # flags win
+    assert settings(resolved("simsiam", "digits", "--optimizer", "lars"))[1:3] == (0.3, 1e-6)
+    with pytest.raises(UsageError, match="--method simclr does not use it"):
+        resolved("simclr", "digits", "--pred-lr-scale", "10")  # a flag simclr would ignore
+    with pytest.raises(UsageError, match="flip_p=1.5: must be in"):
+        TrainConfig(flip_p=1.5)
+
+
+def test_flip_p_reaches_the_views():
+    from fastclr.train.run import augment_config
+
+    assert augment_config(TrainConfig(data="synthetic:24", image_size=8)).flip_p == 0.5
+    assert augment_config(TrainConfig(data="synthetic:24", image_size=8, flip_p=0.0)).flip_p == 0.0
+
+
 def test_restarted_group_resumes_from_newest_checkpoint_in_out(tmp_path):
     given = TrainConfig(data="synthetic:24", out=str(tmp_path), resume=str(tmp_path / "old.pt"))
     # No checkpoint in --out yet: the restarted group starts where the first attempt started.

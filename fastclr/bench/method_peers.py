@@ -192,6 +192,7 @@ def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[st
     from fastclr.data import build_train_loader
     from fastclr.optim import build_optimizer, build_schedule
     from fastclr.train.config import TrainConfig
+    from fastclr.train.epoch import set_learning_rate
     from fastclr.train.run import augment_config
     from fastclr.train.seeding import epoch_seed, seed_everything
 
@@ -209,9 +210,13 @@ def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[st
     model = build_lightly_model(
         method, backbone, feature_dim=width, settings=config, steps_per_epoch=steps_per_epoch
     ).to(memory_format=torch.channels_last)
+    # BYOL's and SimSiam's predictor at pred_lr_scale x the peak lr, held, as fastclr's Run trains it.
+    pred_lr_scale = config.get("pred_lr_scale")
     optimizer = build_optimizer(
         config["optimizer"], model, lr=config["lr"], weight_decay=config["weight_decay"],
         momentum=config["momentum"],
+        fixed_lr=model.prediction_head.parameters() if pred_lr_scale else (),
+        fixed_lr_scale=pred_lr_scale or 1.0,
     )  # fmt: skip
     schedule = build_schedule(
         base_lr=config["lr"], batch_size=config["batch_size"], epochs=epochs,
@@ -225,8 +230,7 @@ def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[st
         batches = iter(loader)
         start = time.perf_counter()
         for view1, view2, _ in batches:
-            for group in optimizer.param_groups:
-                group["lr"] = schedule(step)
+            set_learning_rate(optimizer, schedule(step), schedule.peak_lr)
             loss = model.training_loss(view1, view2, step, total_steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -259,7 +263,7 @@ def settings_record(config: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "temperature",
         "queue_size", "target_momentum", "proj_dim", "proj_layers", "proj_hidden", "pred_hidden",
-        "prototypes", "sinkhorn_epsilon", "sinkhorn_iterations", "freeze_prototypes_steps",
+        "pred_lr_scale", "prototypes", "sinkhorn_epsilon", "sinkhorn_iterations", "freeze_prototypes_steps",
         "crop_scale", "image_size", "arch", "stem",
     )  # fmt: skip
     return {k: config[k] for k in keys if config.get(k) is not None}

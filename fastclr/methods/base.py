@@ -28,6 +28,7 @@ from fastclr.backbones import build_backbone, resolve_stem
 class Method(nn.Module):
     name = "method"
     global_bn: tuple[str, ...] = ()
+    fixed_lr_scale = 1.0  # fixed_lr_parameters() train at this multiple of the schedule's peak lr
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
@@ -48,8 +49,8 @@ class Method(nn.Module):
         """After the optimizer step `step` (momentum encoders, queues)."""
 
     def fixed_lr_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained at the peak lr throughout, outside the schedule (SimSiam's
-        predictor)."""
+        """Parameters trained at `fixed_lr_scale` x the peak lr throughout, outside the schedule
+        (SimSiam's predictor; BYOL's when given pred_lr_scale)."""
         return []
 
     def check_data(self, num_images: int, batch_size: int) -> None:

@@ -8,6 +8,13 @@ The paper's sum of both directions (its L + L~). Heads as in the paper: projecto
 Linear(4096) -> BN -> ReLU -> Linear(256). The target rate m rises from 0.996 to 1 along a cosine
 over the run (fastclr/methods/momentum.py). Projector and predictor BN see the global batch under
 DDP (SyncBatchNorm, as BYOL's TPU code); backbone BN per rank.
+
+The predictor follows the lr schedule with everything else (the paper) unless `pred_lr_scale` is
+set: then it trains at that multiple of the schedule's peak, held fixed, as SimSiam's predictor
+does at 1. On digits that is 10 (the digits preset): with the predictor on the schedule, the loss
+stays near 1.7 and the backbone's kNN falls below the random init's at every rate and weight
+decay tried; ten times the peak, held, takes the loss under 0.9 and kNN above it
+(bench/results/methods/cpu-amd-epyc/learning-digits-20261129.md, section 7).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from fastclr.methods.base import Method, feature_width
 from fastclr.methods.heads import mlp
@@ -43,6 +50,8 @@ class BYOL(Method):
         self.target_backbone = momentum_copy(self.backbone)
         self.target_projector = momentum_copy(self.projector)
         self.base_momentum = config.get("target_momentum") or 0.996
+        self.pred_lr_scale = config.get("pred_lr_scale")  # None: on the schedule
+        self.fixed_lr_scale = self.pred_lr_scale or 1.0
 
     def forward(self, views: list[Tensor], labels: Tensor, step: int) -> Tensor:
         images = torch.cat(views)
@@ -50,6 +59,9 @@ class BYOL(Method):
         with torch.no_grad():
             t1, t2 = self.target_projector(self.target_backbone(images)).chunk(2)
         return normalized_mse(p1, t2) + normalized_mse(p2, t1)
+
+    def fixed_lr_parameters(self) -> list[nn.Parameter]:
+        return list(self.predictor.parameters()) if self.pred_lr_scale else []
 
     def after_step(self, step: int, total_steps: int) -> None:
         momentum = cosine_momentum(self.base_momentum, step, total_steps)

@@ -5,8 +5,9 @@
 
 Heads as in the paper: projector 3 x (Linear(2048) -> BN), ReLU between, the last BN without affine
 parameters; predictor bottleneck Linear(512) -> BN -> ReLU -> Linear(2048). The predictor trains at
-the fixed peak lr (the paper's "fix_pred_lr"): fixed_lr_parameters. SGD, base lr 0.05 x B/256,
-weight decay 1e-4, momentum 0.9, cosine schedule without warmup.
+the fixed peak lr (the paper's "fix_pred_lr"; `pred_lr_scale` x the peak when given):
+fixed_lr_parameters. SGD, base lr 0.05 x B/256, weight decay 1e-4, momentum 0.9, cosine schedule
+without warmup.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class SimSiam(Method):
             last_batch_norm=True,
         )  # fmt: skip
         self.predictor = mlp(proj_dim, config.get("pred_hidden") or 512, proj_dim, 2)
+        self.fixed_lr_scale = config.get("pred_lr_scale") or 1.0
 
     def forward(self, views: list[Tensor], labels: Tensor, step: int) -> Tensor:
         z = self.projector(self.backbone(torch.cat(views)))

@@ -24,13 +24,15 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     fixed_lr: Iterable[Tensor] = (),
+    fixed_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
     """Optimizer `name` ("lars", "sgd", "adamw"); BN parameters and biases get no weight decay.
 
     `lr` is the initial value only: the trainer sets every group's lr from the schedule each step
-    (the groups of `fixed_lr` parameters, marked fixed_lr=True, to the schedule's peak).
+    (the groups of `fixed_lr` parameters, marked fixed_lr=True, to `fixed_lr_scale` x the
+    schedule's peak).
     """
-    groups = param_groups(model, weight_decay, fixed_lr)
+    groups = param_groups(model, weight_decay, fixed_lr, fixed_lr_scale)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "sgd":

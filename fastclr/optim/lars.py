@@ -21,14 +21,17 @@ from torch import Tensor, nn
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, fixed_lr: Iterable[Tensor] = ()
+    model: nn.Module,
+    weight_decay: float,
+    fixed_lr: Iterable[Tensor] = (),
+    fixed_lr_scale: float = 1.0,
 ) -> list[dict]:
     """Split parameters into LARS-adapted weights and excluded BN parameters and biases.
 
     A parameter with at most one dimension (BN weight/bias, Linear/Conv bias) gets no weight decay
     and no trust-ratio adaptation. The `lars_adapt` key is ignored by SGD and AdamW. Parameters in
-    `fixed_lr` (SimSiam's predictor) go to groups marked `fixed_lr=True`: the trainer keeps their
-    lr at the schedule's peak. Parameters that take no gradient (momentum encoders) are left out.
+    `fixed_lr` (SimSiam's predictor) go to groups marked `fixed_lr=True` with
+    `peak_lr_scale=fixed_lr_scale`: the trainer keeps their lr at that multiple of the schedule's peak. Parameters that take no gradient (momentum encoders) are left out.
     """
     fixed = {id(p) for p in fixed_lr}
     groups = []
@@ -44,7 +47,8 @@ def param_groups(
             {"params": excluded, "weight_decay": 0.0, "lars_adapt": False},
         ]
         if is_fixed:
-            groups[-2]["fixed_lr"] = groups[-1]["fixed_lr"] = True
+            for group in groups[-2:]:
+                group.update(fixed_lr=True, peak_lr_scale=fixed_lr_scale)
     return groups
 
 

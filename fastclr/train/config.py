@@ -48,12 +48,20 @@ DIGITS_PRESET = {"image_size": 8, "crop_scale": 0.5}
 # (docs/methods.md, "Learning on digits"; fastclr/configs/moco-v2-digits.yaml). SwAV's 3000
 # prototypes are twice the images, and at LARS 0.3 / tau 0.1 its loss hardly leaves chance in
 # 30 epochs; with 30 prototypes, tau 0.2 and MoCo's LARS 2.0, 50 epochs lift kNN on every seed
-# and instruction set measured (fastclr/configs/swav-digits.yaml).
+# and instruction set measured (fastclr/configs/swav-digits.yaml). BYOL and SimSiam lower kNN at
+# every rate tried with their predictor on the schedule and with flipped digits (a mirrored digit
+# is another shape); with the predictor held at 10x the peak lr and no flips, 30 epochs lift it
+# (fastclr/configs/byol-digits.yaml, simsiam-digits.yaml). "lr" and "weight_decay" apply only
+# with the preset's optimizer (the method's own unless it names one).
 DIGITS_METHOD_PRESET: dict[str, dict[str, Any]] = {
-    "simclr": {"lars_lr": 4.0},
-    "moco": {"optimizer": "lars", "lars_lr": 2.0, "queue_size": 1024, "target_momentum": 0.99},
-    "swav": {"lars_lr": 2.0, "temperature": 0.2, "prototypes": 30},
-}
+    "simclr": {"lr": 4.0},
+    "moco": {"optimizer": "lars", "lr": 2.0, "queue_size": 1024, "target_momentum": 0.99},
+    "byol": {"lr": 4.0, "target_momentum": 0.99, "proj_hidden": 512, "proj_dim": 128,
+             "pred_hidden": 512, "pred_lr_scale": 10.0, "flip_p": 0.0},
+    "simsiam": {"lr": 0.1, "weight_decay": 5e-4, "proj_hidden": 512, "proj_dim": 512,
+                "pred_hidden": 128, "pred_lr_scale": 10.0, "flip_p": 0.0, "crop_scale": 0.8},
+    "swav": {"lr": 2.0, "temperature": 0.2, "prototypes": 30},
+}  # fmt: skip
 LOSS_BACKENDS = ("auto", "reference", "chunked", "triton", "cuda")  # fastclr.ops.backends + auto
 
 METHOD_OPTIMIZERS = ", ".join(f"{m} {d.optimizer}" for m, d in DEFAULTS.items())
@@ -111,8 +119,15 @@ class TrainConfig:
     crop_scale: float | None = _opt(
         None,
         "smallest random-resized-crop area, as a fraction of the image; default: 0.5 for "
-        "digits (short demo runs), else 0.08. Recommended: 0.08 (SimCLR) for long runs",
+        "digits (short demo runs; simsiam 0.8), else 0.08. Recommended: 0.08 (SimCLR) for long "
+        "runs",
         ((lambda v: 0 < v <= 1), "in (0, 1]"),
+    )
+    flip_p: float | None = _opt(
+        None,
+        "horizontal flip probability of each view; default: 0.5 (SimCLR's), 0 for byol and "
+        "simsiam on digits. Recommended: 0 where a mirror image is another thing (text, digits)",
+        PROBABILITY,
     )
     workers: int | None = _opt(
         None, "data loader worker processes per rank; default: the loader's choice", _at_least(0)
@@ -181,7 +196,7 @@ class TrainConfig:
     target_momentum: float | None = _opt(
         None,
         f"momentum of the key/target encoder (byol: its starting value, rising to 1 along a "
-        f"cosine); default: {defaults_text('target_momentum')} (moco 0.99 on digits)",
+        f"cosine); default: {defaults_text('target_momentum')} (moco, byol 0.99 on digits)",
         ((lambda v: 0 <= v < 1), "in [0, 1)"),
     )
     bn_splits: int | None = _opt(
@@ -192,7 +207,17 @@ class TrainConfig:
         _at_least(1),
     )
     pred_hidden: int | None = _opt(
-        None, f"predictor hidden width; default: {defaults_text('pred_hidden')}", _at_least(1)
+        None,
+        f"predictor hidden width; default: {defaults_text('pred_hidden')} (byol 512, simsiam 128 "
+        "on digits)",
+        _at_least(1),
+    )
+    pred_lr_scale: float | None = _opt(
+        None,
+        "byol, simsiam: train the predictor at this multiple of the schedule's peak lr, held "
+        "fixed (no warmup or decay); default: byol on the schedule with the rest (its paper; 10 "
+        "on digits), simsiam 1 (its paper's fix_pred_lr)",
+        POSITIVE,
     )
     prototypes: int | None = _opt(
         None,
@@ -271,15 +296,15 @@ class TrainConfig:
     lr: float | None = _opt(
         None,
         f"base learning rate for batch 256, scaled by batch/256; default: the method's with its "
-        f"optimizer ({METHOD_LRS}; with lars on digits, the short demo: simclr 4.0, moco and "
-        "swav 2.0), else per optimizer: lars 0.3, sgd 0.06, adamw 1e-3. Recommended: simclr 0.3 (lars, "
-        "ImageNet), 1.0 (CIFAR)",
+        f"optimizer ({METHOD_LRS}; on digits, the short demo: simclr and byol 4.0, moco and "
+        "swav 2.0 with lars, simsiam 0.1 with sgd), else per optimizer: lars 0.3, sgd 0.06, adamw "
+        "1e-3. Recommended: simclr 0.3 (lars, ImageNet), 1.0 (CIFAR)",
         POSITIVE,
     )
     weight_decay: float | None = _opt(
         None,
-        f"weight decay; default: the method's with its optimizer ({METHOD_DECAYS}), else per "
-        "optimizer: lars 1e-6, sgd 5e-4, adamw 1e-6",
+        f"weight decay; default: the method's with its optimizer ({METHOD_DECAYS}; simsiam 5e-4 "
+        "on digits), else per optimizer: lars 1e-6, sgd 5e-4, adamw 1e-6",
         ((lambda v: 0 <= v < math.inf), ">= 0 and finite"),
     )
     momentum: float = _opt(
@@ -617,10 +642,14 @@ def resolve_config(
     if values["warmup_epochs"] is None:
         values["warmup_epochs"] = float(method.warmup_epochs)
     if cfg.data == "digits":
-        values["crop_scale"] = cfg.crop_scale or DIGITS_PRESET["crop_scale"]
-        values["image_size"] = cfg.image_size or DIGITS_PRESET["image_size"]
-        if optimizer == "lars" and "lars_lr" in digits:
-            base_lr = digits["lars_lr"]
+        preset = {**DIGITS_PRESET, **digits}
+        values["crop_scale"] = cfg.crop_scale or preset["crop_scale"]
+        values["image_size"] = cfg.image_size or preset["image_size"]
+        if cfg.flip_p is None and "flip_p" in preset:
+            values["flip_p"] = preset["flip_p"]
+        if optimizer == digits.get("optimizer", method.optimizer):
+            base_lr = digits.get("lr", base_lr)
+            weight_decay = digits.get("weight_decay", weight_decay)
     if values["image_size"] is None:
         values["image_size"], note = default_image_size_choice(cfg.data)
         if note:

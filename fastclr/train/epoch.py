@@ -2,9 +2,9 @@
 
 One step: the loader's views of a batch go to the method, which returns its loss (SimCLR: the
 views as one batch of V*B images through the network, NT-Xent with negatives from every rank);
-LARS/SGD/AdamW takes a step at the scheduled learning rate (groups marked fixed_lr at the peak);
-then the method's after_step runs (momentum encoders, queues). `simclr_step` is the plain SimCLR
-step on a SimCLRModel, as the benchmarks time it.
+LARS/SGD/AdamW takes a step at the scheduled learning rate (groups marked fixed_lr at a multiple of
+the peak); then the method's after_step runs (momentum encoders, queues). `simclr_step` is the
+plain SimCLR step on a SimCLRModel, as the benchmarks time it.
 
 Host syncs are deliberate and few: the loss is read (`.item()`) only on logged steps and before a
 checkpoint. A non-finite loss is caught by a flag accumulated on the device every step, so no
@@ -71,9 +71,10 @@ def method_step(run: Run, views: list[torch.Tensor], labels: torch.Tensor) -> to
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, peak_lr: float) -> None:
-    """Every group at `lr`, except those marked fixed_lr (SimSiam's predictor) at `peak_lr`."""
+    """Every group at `lr`, except those marked fixed_lr (a predictor) at their `peak_lr_scale` x
+    `peak_lr` (1 in checkpoints written before the scale existed)."""
     for group in optimizer.param_groups:
-        group["lr"] = peak_lr if group.get("fixed_lr") else lr
+        group["lr"] = peak_lr * group.get("peak_lr_scale", 1.0) if group.get("fixed_lr") else lr
 
 
 def train_one_epoch(run: Run, epoch: int, meter: StepMeter) -> bool:

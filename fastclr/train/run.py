@@ -68,8 +68,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def augment_config(cfg: TrainConfig):
-    """The data's default augmentation for cfg.image_size with cfg.crop_scale as the crop floor,
-    and the views the method trains on: cfg.views global views, cfg.local_views small ones of
+    """The data's default augmentation for cfg.image_size with cfg.crop_scale as the crop floor
+    and cfg.flip_p as the flip probability, and the views the method trains on: cfg.views global views, cfg.local_views small ones of
     side cfg.local_size (default: AugmentConfig's, 96/224 of the image size as SwAV's 224 + 96 px
     crops), and the global views' own blur and solarization probabilities (cfg.view_blur_p,
     cfg.view_solarize_p: BYOL's asymmetric views). The view fields are passed only when they
@@ -86,6 +86,8 @@ def augment_config(cfg: TrainConfig):
         views["local_size"] = cfg.local_size
     if cfg.crop_scale is not None:
         views["scale"] = (cfg.crop_scale, default.scale[1])
+    if cfg.flip_p is not None:
+        views["flip_p"] = cfg.flip_p
     for name in ("view_blur_p", "view_solarize_p"):
         if getattr(cfg, name) is not None:
             views[name] = getattr(cfg, name)
@@ -251,6 +253,7 @@ class Run:
         self.optimizer = build_optimizer(
             cfg.optimizer, raw_model, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum, fixed_lr=raw_model.fixed_lr_parameters(),
+            fixed_lr_scale=raw_model.fixed_lr_scale,
         )  # fmt: skip
         self.schedule = build_schedule(
             base_lr=cfg.lr,
