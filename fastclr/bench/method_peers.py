@@ -210,7 +210,7 @@ def run_lightly(method: str, s: PeerSettings, config: dict[str, Any]) -> dict[st
     model = build_lightly_model(
         method, backbone, feature_dim=width, settings=config, steps_per_epoch=steps_per_epoch
     ).to(memory_format=torch.channels_last)
-    # BYOL's and SimSiam's predictor at pred_lr_scale x the peak lr, held, as fastclr's Run trains it.
+    # BYOL's and SimSiam's predictor held at pred_lr_scale x the peak lr, as fastclr's Run holds it.
     pred_lr_scale = config.get("pred_lr_scale")
     optimizer = build_optimizer(
         config["optimizer"], model, lr=config["lr"], weight_decay=config["weight_decay"],
@@ -263,8 +263,8 @@ def settings_record(config: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "temperature",
         "queue_size", "target_momentum", "proj_dim", "proj_layers", "proj_hidden", "pred_hidden",
-        "pred_lr_scale", "prototypes", "sinkhorn_epsilon", "sinkhorn_iterations", "freeze_prototypes_steps",
-        "crop_scale", "image_size", "arch", "stem",
+        "pred_lr_scale", "prototypes", "sinkhorn_epsilon", "sinkhorn_iterations",
+        "freeze_prototypes_steps", "crop_scale", "flip_p", "image_size", "arch", "stem",
     )  # fmt: skip
     return {k: config[k] for k in keys if config.get(k) is not None}
 

@@ -30,8 +30,9 @@ def param_groups(
 
     A parameter with at most one dimension (BN weight/bias, Linear/Conv bias) gets no weight decay
     and no trust-ratio adaptation. The `lars_adapt` key is ignored by SGD and AdamW. Parameters in
-    `fixed_lr` (SimSiam's predictor) go to groups marked `fixed_lr=True` with
-    `peak_lr_scale=fixed_lr_scale`: the trainer keeps their lr at that multiple of the schedule's peak. Parameters that take no gradient (momentum encoders) are left out.
+    `fixed_lr` (a predictor) go to groups marked `fixed_lr=True` and
+    `peak_lr_scale=fixed_lr_scale`: the trainer holds their lr at that multiple of the schedule's
+    peak. Parameters that take no gradient (momentum encoders) are left out.
     """
     fixed = {id(p) for p in fixed_lr}
     groups = []
