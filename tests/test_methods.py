@@ -150,8 +150,13 @@ def test_pred_lr_scale_holds_the_predictor_at_that_multiple_of_the_peak(method):
 
 def test_byol_predictor_follows_the_schedule_unless_given_a_scale():
     assert build_method({**TINY, "method": "byol"}).fixed_lr_parameters() == []  # the paper
+    assert (
+        build_method({**TINY, "method": "byol", "pred_lr_scale": 0.0}).fixed_lr_parameters() == []
+    )
     simsiam = build_method({**TINY, "method": "simsiam"})  # the paper's fix_pred_lr: 1 x the peak
     assert simsiam.fixed_lr_scale == 1.0 and simsiam.fixed_lr_parameters()
+    scheduled = build_method({**TINY, "method": "simsiam", "pred_lr_scale": 0.0})  # its ablation
+    assert scheduled.fixed_lr_parameters() == []
 
 
 def test_fixed_lr_groups_of_checkpoints_before_the_scale_stay_at_the_peak():

@@ -166,10 +166,11 @@ def test_byol_and_simsiam_on_digits_hold_the_predictor_fast_and_never_flip():
     assert settings(resolved("simsiam", "digits")) == ("sgd", 0.1, 5e-4, 10.0, 0.0)
     assert resolved("simsiam", "digits").crop_scale == 0.8
     # The papers' elsewhere: BYOL's predictor on the schedule, SimSiam's at the peak; flips.
-    assert settings(resolved("byol", "synthetic:24")) == ("lars", 0.2, 1.5e-6, None, None)
+    assert settings(resolved("byol", "synthetic:24")) == ("lars", 0.2, 1.5e-6, 0.0, None)
     assert settings(resolved("simsiam", "synthetic:24")) == ("sgd", 0.05, 1e-4, 1.0, None)
     given = resolved("byol", "digits", "--flip-p", "0.5", "--pred-lr-scale", "2", "--lr", "1")
     assert settings(given) == ("lars", 1.0, 1.5e-6, 2.0, 0.5)  # flags win
+    assert resolved("byol", "digits", "--pred-lr-scale", "0").pred_lr_scale == 0.0  # the paper's
     assert settings(resolved("simsiam", "digits", "--optimizer", "lars"))[1:3] == (0.3, 1e-6)
     with pytest.raises(UsageError, match="--method simclr does not use it"):
         resolved("simclr", "digits", "--pred-lr-scale", "10")  # a flag simclr would ignore

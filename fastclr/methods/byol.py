@@ -10,7 +10,7 @@ over the run (fastclr/methods/momentum.py). Projector and predictor BN see the g
 DDP (SyncBatchNorm, as BYOL's TPU code); backbone BN per rank.
 
 The predictor follows the lr schedule with everything else (the paper) unless `pred_lr_scale` is
-set: then it trains at that multiple of the schedule's peak, held fixed, as SimSiam's predictor
+above 0: then it trains at that multiple of the schedule's peak, held fixed, as SimSiam's predictor
 does at 1. On digits that is 10 (the digits preset): with the predictor on the schedule, the loss
 stays near 1.7 and the backbone's kNN falls below the random init's at every rate and weight
 decay tried; ten times the peak, held, takes the loss under 0.9 and kNN above it
@@ -50,7 +50,7 @@ class BYOL(Method):
         self.target_backbone = momentum_copy(self.backbone)
         self.target_projector = momentum_copy(self.projector)
         self.base_momentum = config.get("target_momentum") or 0.996
-        self.pred_lr_scale = config.get("pred_lr_scale")  # None: on the schedule
+        self.pred_lr_scale = config.get("pred_lr_scale")  # None or 0: on the schedule
         self.fixed_lr_scale = self.pred_lr_scale or 1.0
 
     def forward(self, views: list[Tensor], labels: Tensor, step: int) -> Tensor:

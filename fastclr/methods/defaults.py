@@ -42,7 +42,7 @@ DEFAULTS: dict[str, MethodDefaults] = {
         paper="Grill et al. 2020, Bootstrap Your Own Latent (BYOL)",
         optimizer="lars", lr=0.2, weight_decay=1.5e-6, warmup_epochs=10,
         settings={"target_momentum": 0.996, "proj_dim": 256, "proj_layers": 2,
-                  "proj_hidden": 4096, "pred_hidden": 4096, "pred_lr_scale": None,
+                  "proj_hidden": 4096, "pred_hidden": 4096, "pred_lr_scale": 0.0,
                   # asymmetric views (Grill et al. 2020, table 6): blur 1.0 / 0.1, solarize 0 / 0.2
                   "view_blur_p": (1.0, 0.1), "view_solarize_p": (0.0, 0.2)},
     ),

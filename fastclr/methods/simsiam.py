@@ -41,7 +41,9 @@ class SimSiam(Method):
             last_batch_norm=True,
         )  # fmt: skip
         self.predictor = mlp(proj_dim, config.get("pred_hidden") or 512, proj_dim, 2)
-        self.fixed_lr_scale = config.get("pred_lr_scale") or 1.0
+        scale = config.get("pred_lr_scale")
+        self.pred_lr_scale = 1.0 if scale is None else scale  # 0: on the schedule with the rest
+        self.fixed_lr_scale = self.pred_lr_scale or 1.0
 
     def forward(self, views: list[Tensor], labels: Tensor, step: int) -> Tensor:
         z = self.projector(self.backbone(torch.cat(views)))
@@ -50,4 +52,4 @@ class SimSiam(Method):
         return (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
 
     def fixed_lr_parameters(self) -> list[nn.Parameter]:
-        return list(self.predictor.parameters())
+        return list(self.predictor.parameters()) if self.pred_lr_scale else []

@@ -215,9 +215,9 @@ class TrainConfig:
     pred_lr_scale: float | None = _opt(
         None,
         "byol, simsiam: train the predictor at this multiple of the schedule's peak lr, held "
-        "fixed (no warmup or decay); default: byol on the schedule with the rest (its paper; 10 "
-        "on digits), simsiam 1 (its paper's fix_pred_lr)",
-        POSITIVE,
+        "fixed (no warmup or decay); 0: on the schedule with the rest; default: byol 0 (its "
+        "paper), simsiam 1 (its paper's fix_pred_lr), both 10 on digits",
+        ((lambda v: 0 <= v < math.inf), ">= 0 and finite"),
     )
     prototypes: int | None = _opt(
         None,
