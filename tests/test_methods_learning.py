@@ -28,8 +28,9 @@ Not asserted: kNN. The random-init ResNet-18's features already tell 8 px digits
 78.6-85.6 at k=200 across seeds; 88-92 at k=20). Neither method's kNN rose above its seed's
 random-init encoder on every seed in these runs (above); their digits presets (the predictor held
 at 10x the peak lr, no flips) do in 30 epochs: tests/test_byol_learning.py,
-tests/test_simsiam_learning.py. Nor did it clearly in 8-epoch seed-0 runs at crops >= 50%, where SimCLR's rises 7.5-13 points (tests/test_train_learning.py): BYOL 77.5,
-SimSiam 71.4 (lr 0.5) and 80.0 (lr 0.1), against 78.6. The measurements:
+tests/test_simsiam_learning.py. Nor did it clearly in 8-epoch seed-0 runs at crops >= 50%, where
+SimCLR's rises 7.5-13 points (tests/test_train_learning.py): BYOL 77.5, SimSiam 71.4 (lr 0.5)
+and 80.0 (lr 0.1), against 78.6. The measurements:
 bench/results/methods/cpu-amd-epyc/learning-digits-20261129.md.
 
 MoCo v2 learns by the kNN margin in 30 epochs at its digits preset: tests/test_moco_learning.py.

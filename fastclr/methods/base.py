@@ -57,6 +57,22 @@ class Method(nn.Module):
         """UsageError if the method cannot train on `num_images` images at global `batch_size`."""
 
 
+class HeldPredictorLR:
+    """BYOL's and SimSiam's predictor lr, for a Method with a `predictor`: held at
+    `pred_lr_scale` x the schedule's peak when that is above 0, else on the schedule with the rest.
+    The method sets `pred_lr_scale` (its paper's default when the config has none)."""
+
+    predictor: nn.Module
+    pred_lr_scale: float
+
+    @property
+    def fixed_lr_scale(self) -> float:
+        return self.pred_lr_scale or 1.0
+
+    def fixed_lr_parameters(self) -> list[nn.Parameter]:
+        return list(self.predictor.parameters()) if self.pred_lr_scale else []
+
+
 def feature_width(config: Mapping[str, Any], feature_dim: int) -> int:
     """The projector's hidden width: config's proj_hidden, or the backbone's width when unset."""
     return config.get("proj_hidden") or feature_dim

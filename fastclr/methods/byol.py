@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from fastclr.methods.base import Method, feature_width
+from fastclr.methods.base import HeldPredictorLR, Method, feature_width
 from fastclr.methods.heads import mlp
 from fastclr.methods.momentum import cosine_momentum, ema_update, momentum_copy
 
@@ -36,7 +36,7 @@ def normalized_mse(p: Tensor, z: Tensor) -> Tensor:
     return (2 - 2 * F.cosine_similarity(p.float(), z.float(), dim=1)).mean()
 
 
-class BYOL(Method):
+class BYOL(HeldPredictorLR, Method):
     name = "byol"
     global_bn = ("projector", "predictor")
 
@@ -50,8 +50,7 @@ class BYOL(Method):
         self.target_backbone = momentum_copy(self.backbone)
         self.target_projector = momentum_copy(self.projector)
         self.base_momentum = config.get("target_momentum") or 0.996
-        self.pred_lr_scale = config.get("pred_lr_scale")  # None or 0: on the schedule
-        self.fixed_lr_scale = self.pred_lr_scale or 1.0
+        self.pred_lr_scale = config.get("pred_lr_scale") or 0.0  # 0: on the schedule (the paper)
 
     def forward(self, views: list[Tensor], labels: Tensor, step: int) -> Tensor:
         images = torch.cat(views)
@@ -59,9 +58,6 @@ class BYOL(Method):
         with torch.no_grad():
             t1, t2 = self.target_projector(self.target_backbone(images)).chunk(2)
         return normalized_mse(p1, t2) + normalized_mse(p2, t1)
-
-    def fixed_lr_parameters(self) -> list[nn.Parameter]:
-        return list(self.predictor.parameters()) if self.pred_lr_scale else []
 
     def after_step(self, step: int, total_steps: int) -> None:
         momentum = cosine_momentum(self.base_momentum, step, total_steps)

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from fastclr.methods.base import Method, feature_width
+from fastclr.methods.base import HeldPredictorLR, Method, feature_width
 from fastclr.methods.heads import mlp
 
 
@@ -28,7 +28,7 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
 
 
-class SimSiam(Method):
+class SimSiam(HeldPredictorLR, Method):
     name = "simsiam"
     global_bn = ("projector", "predictor")
 
@@ -43,13 +43,9 @@ class SimSiam(Method):
         self.predictor = mlp(proj_dim, config.get("pred_hidden") or 512, proj_dim, 2)
         scale = config.get("pred_lr_scale")
         self.pred_lr_scale = 1.0 if scale is None else scale  # 0: on the schedule with the rest
-        self.fixed_lr_scale = self.pred_lr_scale or 1.0
 
     def forward(self, views: list[Tensor], labels: Tensor, step: int) -> Tensor:
         z = self.projector(self.backbone(torch.cat(views)))
         p1, p2 = self.predictor(z).chunk(2)
         z1, z2 = z.chunk(2)
         return (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
-
-    def fixed_lr_parameters(self) -> list[nn.Parameter]:
-        return list(self.predictor.parameters()) if self.pred_lr_scale else []

@@ -69,8 +69,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def augment_config(cfg: TrainConfig):
     """The data's default augmentation for cfg.image_size with cfg.crop_scale as the crop floor
-    and cfg.flip_p as the flip probability, and the views the method trains on: cfg.views global views, cfg.local_views small ones of
-    side cfg.local_size (default: AugmentConfig's, 96/224 of the image size as SwAV's 224 + 96 px
+    and cfg.flip_p as the flip probability, and the views the method trains on: cfg.views global
+    views, cfg.local_views small ones of side cfg.local_size (default: AugmentConfig's, 96/224 of the image size as SwAV's 224 + 96 px
     crops), and the global views' own blur and solarization probabilities (cfg.view_blur_p,
     cfg.view_solarize_p: BYOL's asymmetric views). The view fields are passed only when they
     differ from the two-view default."""
